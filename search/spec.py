@@ -1,0 +1,626 @@
+"""Load and validate a study file (TOML) into an immutable :class:`StudySpec`.
+
+Every problem in a file is collected and raised together in one
+:class:`SpecError`, each line reading ``FILE: KEY: what is wrong (got VALUE);
+what to do``. Nothing here touches a storage or imports torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from search.errors import InputError
+from search.params import Choices, Fixed, Param, Range, check_value, parse_param
+from search.schedules import CONSTANT, FAMILIES, Argument
+
+DIRECTIONS = ("maximize", "minimize")
+SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp")
+PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+BUILTIN_MODELS = ("mlp", "cnn")
+DATASETS = ("digits", "mnist", "iris", "wine", "breast_cancer", "diabetes")
+TASKS = ("classification", "regression")
+CLASSIFICATION_METRICS = ("valid_acc", "valid_loss", "train_loss")
+REGRESSION_METRICS = ("valid_loss", "train_loss")
+LOSS_METRICS = ("valid_loss", "train_loss")
+
+TOP_KEYS = (
+    "name", "description", "direction", "metric", "n_trials", "seed",
+    "sampler", "pruner", "data", "model", "training", "lr", "schedulers",
+)
+DATA_KEYS = ("dataset", "path", "target", "valid_fraction", "task")
+MODEL_KEYS = ("kind", "hidden_units", "dropout", "channels", "options")
+TRAINING_KEYS = ("max_epochs", "batch_size", "optimizer", "momentum", "weight_decay")
+
+
+class SpecError(InputError):
+    """Raised when a study file is invalid; ``problems`` lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A sampler or pruner: its name and the keyword arguments given to it."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str | None = "digits"
+    path: str | None = None
+    target: str | None = None
+    valid_fraction: float = 0.2
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str = "mlp"
+    hidden_units: tuple[int, ...] = (128,)
+    dropout: float = 0.0
+    channels: tuple[int, ...] = (16, 32)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    max_epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """One schedule family of a study with the value of each of its arguments."""
+
+    name: str
+    params: Mapping[str, Param]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file."""
+
+    name: str
+    description: str
+    direction: str
+    metric: str
+    n_trials: int
+    seed: int
+    sampler: ComponentSpec
+    pruner: ComponentSpec
+    data: DataSpec
+    model: ModelSpec
+    training: TrainingSpec
+    lr: Param
+    families: tuple[FamilySpec, ...]
+    path: str | None = None
+
+    @property
+    def family_names(self) -> list[str]:
+        return [family.name for family in self.families]
+
+    def family(self, name: str) -> FamilySpec:
+        for family in self.families:
+            if family.name == name:
+                return family
+        raise KeyError(name)
+
+
+class _Problems:
+    """Collects problems as ``(key, what, value, fix)`` and formats them."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[tuple] = []
+
+    def add(self, key: str, what: str, value: Any, fix: str) -> None:
+        self.items.append((key, what, value, fix))
+
+    def unknown_keys(self, table: Mapping, valid: tuple[str, ...], prefix: str) -> None:
+        for key in table:
+            if key in valid:
+                continue
+            close = difflib.get_close_matches(key, valid, n=1)
+            fix = f"did you mean '{close[0]}'?" if close else "valid keys: " + ", ".join(valid)
+            self.add(f"{prefix}{key}", "unknown key", key, fix)
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.source}: {key}: {what} (got {_show(value)}); {fix}"
+            for key, what, value, fix in self.items
+        ]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing"
+    return str(value)
+
+
+def load_spec(path: str | Path, name: str | None = None) -> StudySpec:
+    """Load a study file and validate it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML study file.
+    name : str, optional
+        Overrides the file's ``name`` key (and its stem, the default).
+
+    Raises
+    ------
+    SpecError
+        If the file cannot be read or parsed, or has any invalid value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{path}: study file not found; check the path"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError([f"{path}: cannot read the study file ({error})"]) from None
+    return parse_spec(text, source=str(path), default_name=name or path.stem)
+
+
+def parse_spec(text: str, source: str = "<study>", default_name: str = "study") -> StudySpec:
+    """Parse and validate the TOML text of a study file; see :func:`load_spec`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line = getattr(error, "lineno", None)
+        column = getattr(error, "colno", None)
+        where = f"line {line}, column {column}" if line else "somewhere"
+        message = getattr(error, "msg", str(error))
+        raise SpecError(
+            [f"{source}: invalid TOML at {where}: {message}; fix the syntax there"]
+        ) from None
+    problems = _Problems(source)
+    spec = _build(raw, problems, source, default_name)
+    if problems.items:
+        raise SpecError(problems.lines())
+    return spec
+
+
+def _get(table: Mapping, key: str, kind: str, default: Any, problems: _Problems,
+         prefix: str = "") -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    scratch: list = []
+    if not check_value(value, kind, prefix + key, scratch):
+        for item in scratch:
+            problems.add(*item)
+        return default
+    return value
+
+
+def _choice(table: Mapping, key: str, valid: tuple[str, ...], default: str,
+            problems: _Problems, prefix: str = "", what: str = "") -> str:
+    value = _get(table, key, "str", default, problems, prefix)
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        problems.add(prefix + key, f"unknown {what or key}", value,
+                     f"{hint}valid: {', '.join(valid)}")
+        return default
+    return value
+
+
+def _table(raw: Mapping, key: str, problems: _Problems) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.add(key, "must be a table", value, f"write it as [{key}]")
+        return {}
+    return value
+
+
+def _build(raw: dict, problems: _Problems, source: str, default_name: str) -> StudySpec:
+    problems.unknown_keys(raw, TOP_KEYS, "")
+
+    name = _get(raw, "name", "str", default_name, problems)
+    if not name.strip():
+        problems.add("name", "must not be empty", name, "give the study a name")
+    description = _get(raw, "description", "str", "", problems)
+    direction = _choice(raw, "direction", DIRECTIONS, "maximize", problems)
+    n_trials = _get(raw, "n_trials", "int", 20, problems)
+    if n_trials < 1:
+        problems.add("n_trials", "must be at least 1", n_trials, "set n_trials = 1 or more")
+    seed = _get(raw, "seed", "int", 0, problems)
+    if seed < 0:
+        problems.add("seed", "must not be negative", seed, "use a seed >= 0")
+
+    data = _build_data(_table(raw, "data", problems), problems)
+    model = _build_model(_table(raw, "model", problems), problems)
+    training = _build_training(_table(raw, "training", problems), problems)
+    sampler = _build_component(raw, "sampler", SAMPLERS, "tpe", problems)
+    pruner = _build_component(raw, "pruner", PRUNERS, "median", problems)
+
+    task = data.task or ("regression" if data.dataset == "diabetes" else "classification")
+    metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    default_metric = "valid_acc" if task == "classification" else "valid_loss"
+    metric = _choice(raw, "metric", metrics, default_metric, problems, what="metric")
+    if metric in LOSS_METRICS and direction == "maximize" and "direction" in raw:
+        problems.add("direction", f"maximizes the loss metric {metric}", direction,
+                     "use direction = \"minimize\" for a loss")
+    if metric == "valid_acc" and direction == "minimize":
+        problems.add("direction", "minimizes the accuracy metric valid_acc", direction,
+                     "use direction = \"maximize\" for an accuracy")
+
+    lr = _build_lr(raw, problems)
+    families = _build_families(_table(raw, "schedulers", problems), training, data,
+                               lr, problems)
+
+    return StudySpec(
+        name=name, description=description, direction=direction, metric=metric,
+        n_trials=n_trials, seed=seed, sampler=sampler, pruner=pruner, data=data,
+        model=model, training=training, lr=lr, families=tuple(families), path=source,
+    )
+
+
+def _build_component(raw: dict, key: str, valid: tuple[str, ...], default: str,
+                     problems: _Problems) -> ComponentSpec:
+    table = _table(raw, key, problems)
+    name = _choice(table, "name", valid, default, problems, f"{key}.", what=key)
+    options = {k: v for k, v in table.items() if k != "name"}
+    return ComponentSpec(name, MappingProxyType(options))
+
+
+def _build_data(table: dict, problems: _Problems) -> DataSpec:
+    problems.unknown_keys(table, DATA_KEYS, "data.")
+    path = _get(table, "path", "str", None, problems, "data.")
+    target = _get(table, "target", "str", None, problems, "data.")
+    if path is not None and "dataset" in table:
+        problems.add("data.path", "given together with data.dataset", path,
+                     "keep either dataset or path + target")
+    dataset = None
+    if path is None:
+        dataset = _choice(table, "dataset", DATASETS, "digits", problems, "data.",
+                          what="dataset")
+    elif target is None:
+        problems.add("data.target", "missing for a data file", None,
+                     "name the target column with target = \"COLUMN\"")
+    valid_fraction = _get(table, "valid_fraction", "float", 0.2, problems, "data.")
+    if not 0 < valid_fraction < 1:
+        problems.add("data.valid_fraction", "must be between 0 and 1, exclusive",
+                     valid_fraction, "use a fraction such as 0.2")
+        valid_fraction = 0.2
+    task = None
+    if "task" in table:
+        task = _choice(table, "task", TASKS, "classification", problems, "data.",
+                       what="task")
+    return DataSpec(dataset, path, target, float(valid_fraction), task)
+
+
+def _build_model(table: dict, problems: _Problems) -> ModelSpec:
+    problems.unknown_keys(table, MODEL_KEYS, "model.")
+    kind = _get(table, "kind", "str", "mlp", problems, "model.")
+    if kind not in BUILTIN_MODELS and ":" not in kind:
+        problems.add("model.kind", "unknown model kind", kind,
+                     f"use one of {', '.join(BUILTIN_MODELS)} or \"package.module:Class\"")
+    hidden_units = _positive_ints(table, "hidden_units", (128,), problems)
+    channels = _positive_ints(table, "channels", (16, 32), problems)
+    dropout = _get(table, "dropout", "float", 0.0, problems, "model.")
+    if not 0 <= dropout < 1:
+        problems.add("model.dropout", "must be in [0, 1)", dropout, "use e.g. 0.1")
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        problems.add("model.options", "must be a table", options,
+                     "write [model.options] with keyword arguments of the class")
+        options = {}
+    return ModelSpec(kind, hidden_units, float(dropout), channels,
+                     MappingProxyType(dict(options)))
+
+
+def _positive_ints(table: dict, key: str, default: tuple, problems: _Problems) -> tuple:
+    value = _get(table, key, "int_list", list(default), problems, "model.")
+    if not value or any(v < 1 for v in value):
+        problems.add(f"model.{key}", "must be a non-empty list of positive integers",
+                     value, f"e.g. {key} = {list(default)}")
+        return default
+    return tuple(value)
+
+
+def _build_training(table: dict, problems: _Problems) -> TrainingSpec:
+    problems.unknown_keys(table, TRAINING_KEYS, "training.")
+    prefix = "training."
+    max_epochs = _get(table, "max_epochs", "int", 20, problems, prefix)
+    if max_epochs < 1:
+        problems.add("training.max_epochs", "must be at least 1", max_epochs,
+                     "set max_epochs = 1 or more")
+        max_epochs = 20
+    batch_size = _get(table, "batch_size", "int", 64, problems, prefix)
+    if batch_size < 1:
+        problems.add("training.batch_size", "must be at least 1", batch_size,
+                     "set batch_size = 1 or more")
+        batch_size = 64
+    optimizer = _choice(table, "optimizer", OPTIMIZERS, "sgd", problems, prefix,
+                        what="optimizer")
+    momentum = _get(table, "momentum", "float", 0.9 if optimizer == "sgd" else 0.0,
+                    problems, prefix)
+    if not 0 <= momentum < 1:
+        problems.add("training.momentum", "must be in [0, 1)", momentum, "use e.g. 0.9")
+        momentum = 0.0
+    if momentum and optimizer != "sgd" and "momentum" in table:
+        problems.add("training.momentum", f"has no effect with optimizer {optimizer}",
+                     momentum, "remove it; Adam and AdamW use betas")
+    weight_decay = _get(table, "weight_decay", "float", 0.0, problems, prefix)
+    if weight_decay < 0:
+        problems.add("training.weight_decay", "must not be negative", weight_decay,
+                     "use 0 or a small positive value")
+        weight_decay = 0.0
+    return TrainingSpec(max_epochs, batch_size, optimizer, float(momentum),
+                        float(weight_decay))
+
+
+def _build_lr(raw: dict, problems: _Problems) -> Param:
+    scratch: list = []
+    lr = parse_param(raw.get("lr", 0.1), "float", "lr", scratch)
+    for item in scratch:
+        problems.add(*item)
+    if lr is None:
+        return Fixed(0.1)
+    if min(_numbers(lr)) <= 0:
+        problems.add("lr", "must be positive", min(_numbers(lr)),
+                     "use a learning rate > 0, e.g. { low = 0.001, high = 0.5, log = true }")
+    return lr
+
+
+def _numbers(param: Param) -> list[float]:
+    return [v for v in param.candidates() if isinstance(v, int | float)]
+
+
+def _build_families(table: dict, training: TrainingSpec, data: DataSpec, lr: Param,
+                    problems: _Problems) -> list[FamilySpec]:
+    types = table.get("types", [CONSTANT])
+    valid_names = tuple(FAMILIES)
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        problems.add("schedulers.types", "must be a non-empty list of family names",
+                     types, "valid: " + ", ".join(valid_names))
+        return []
+    problems.unknown_keys(table, ("types", *valid_names), "schedulers.")
+
+    families = []
+    for name in types:
+        if name not in FAMILIES:
+            close = difflib.get_close_matches(name, valid_names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            problems.add("schedulers.types", "unknown scheduler family", name,
+                         f"{hint}valid: {', '.join(valid_names)}")
+            continue
+        if types.count(name) > 1 and name in [f.name for f in families]:
+            problems.add("schedulers.types", "lists a family twice", name,
+                         "list each family once")
+            continue
+        families.append(_build_family(name, table.get(name, {}), training, data, lr,
+                                      problems))
+    for key in table:
+        if key != "types" and key in FAMILIES and key not in types:
+            problems.add(f"schedulers.{key}", "is configured but not listed in types",
+                         key, f"add \"{key}\" to schedulers.types or remove the table")
+    return families
+
+
+def _build_family(name: str, table: Any, training: TrainingSpec, data: DataSpec,
+                  lr: Param, problems: _Problems) -> FamilySpec:
+    family = FAMILIES[name]
+    prefix = f"schedulers.{name}."
+    if not isinstance(table, dict):
+        problems.add(f"schedulers.{name}", "must be a table", table,
+                     f"write [schedulers.{name}] with the family's arguments")
+        table = {}
+    problems.unknown_keys(table, tuple(family.arguments), prefix)
+
+    params: dict[str, Param] = dict(family.default_space(training.max_epochs))
+    for key, raw in table.items():
+        argument = family.arguments.get(key)
+        if argument is None:
+            continue
+        scratch: list = []
+        param = parse_param(raw, argument.kind, prefix + key, scratch)
+        for item in scratch:
+            problems.add(*item)
+        if param is not None and _check_bounds(param, argument, training, prefix,
+                                               problems):
+            params[key] = param
+
+    _check_family(name, params, training, data, lr, prefix, problems)
+    return FamilySpec(name, MappingProxyType(params))
+
+
+def _check_bounds(param: Param, argument: Argument, training: TrainingSpec,
+                  prefix: str, problems: _Problems) -> bool:
+    key = prefix + argument.name
+    maximum = argument.maximum
+    if argument.max_epochs_offset is not None:
+        maximum = training.max_epochs + argument.max_epochs_offset
+    ok = True
+    for value in param.candidates():
+        if argument.kind == "str":
+            if value not in argument.choices:
+                problems.add(key, f"invalid {argument.name}", value,
+                             "valid: " + ", ".join(argument.choices))
+                ok = False
+            continue
+        if argument.kind == "bool":
+            continue
+        values = list(value) if argument.kind == "int_list" else [value]
+        if argument.kind == "int_list":
+            if not values:
+                problems.add(key, "must list at least one epoch", value,
+                             "e.g. milestones = [10, 20]")
+                ok = False
+            elif values != sorted(set(values)):
+                problems.add(key, "must be strictly increasing", list(value),
+                             "sort the milestones and drop repeats")
+                ok = False
+        for number in values:
+            if not _within(number, argument, maximum):
+                problems.add(key, _bounds_text(argument, maximum, training), number,
+                             _bounds_fix(argument, maximum))
+                ok = False
+                break
+    return ok
+
+
+def _within(number: float, argument: Argument, maximum: float | None) -> bool:
+    minimum = argument.minimum
+    if minimum is not None:
+        if argument.exclusive_minimum and number <= minimum:
+            return False
+        if number < minimum:
+            return False
+    if maximum is not None:
+        if argument.exclusive_maximum and number >= maximum:
+            return False
+        if number > maximum:
+            return False
+    return True
+
+
+def _bounds_text(argument: Argument, maximum: float | None, training: TrainingSpec) -> str:
+    low = argument.minimum
+    left = "(" if argument.exclusive_minimum else "["
+    right = ")" if argument.exclusive_maximum else "]"
+    high = "inf" if maximum is None else _show(maximum)
+    text = f"must be in {left}{_show(low)}, {high}{right}"
+    if argument.max_epochs_offset is not None:
+        if argument.max_epochs_offset < 0:
+            text += f" to take effect within max_epochs = {training.max_epochs}"
+        else:
+            text += f" (max_epochs = {training.max_epochs})"
+    return text
+
+
+def _bounds_fix(argument: Argument, maximum: float | None) -> str:
+    if argument.max_epochs_offset is not None:
+        return f"lower it to at most {_show(maximum)} or raise training.max_epochs"
+    return f"choose {argument.name} inside that interval"
+
+
+def _check_family(name: str, params: dict[str, Param], training: TrainingSpec,
+                  data: DataSpec, lr: Param, prefix: str, problems: _Problems) -> None:
+    if name == "CyclicLR":
+        max_lr = params.get("max_lr")
+        if max_lr is not None and min(_numbers(max_lr)) < max(_numbers(lr)):
+            problems.add(prefix + "max_lr",
+                         f"can be below the base learning rate (lr up to {max(_numbers(lr))})",
+                         min(_numbers(max_lr)),
+                         "raise max_lr.low to at least lr.high; CyclicLR's base_lr is lr")
+    if name == "CosineAnnealingLR":
+        eta_min = params.get("eta_min")
+        if eta_min is not None and max(_numbers(eta_min)) >= min(_numbers(lr)):
+            problems.add(prefix + "eta_min", "reaches the base learning rate",
+                         max(_numbers(eta_min)), "keep eta_min below lr.low")
+
+
+def is_searched(param: Param) -> bool:
+    """Return whether ``param`` is sampled per trial."""
+    return isinstance(param, Range | Choices)
+
+
+def lr_bounds(spec: StudySpec) -> tuple[float, float]:
+    """Return the lowest and highest base learning rate a trial may use."""
+    values = _numbers(spec.lr)
+    return min(values), max(values)
+
+
+def spec_to_dict(spec: StudySpec) -> dict:
+    """Return a JSON-serializable dict of the spec, stored with the study."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Fixed):
+            return convert(value.value)
+        if isinstance(value, Range):
+            out = {"low": value.low, "high": value.high}
+            if value.log:
+                out["log"] = True
+            if value.step is not None:
+                out["step"] = value.step
+            return out
+        if isinstance(value, Choices):
+            return {"choices": [convert(c) for c in value.choices]}
+        if isinstance(value, Mapping):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        if hasattr(value, "__dataclass_fields__"):
+            return {k: convert(getattr(value, k)) for k in value.__dataclass_fields__}
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+
+    out = convert(spec)
+    out.pop("path", None)
+    out["families"] = {f["name"]: f["params"] for f in out["families"]}
+    return out
+
+
+class StudyNotFound(InputError):
+    """Raised when a study name matches no study file."""
+
+
+def studies_dirs() -> list[Path]:
+    """Return the folders searched for study files, in order of precedence.
+
+    ``./studies`` in the working directory comes first, then the repository's
+    ``studies/`` beside the installed package.
+    """
+    folders = [Path.cwd() / "studies", Path(__file__).resolve().parent.parent / "studies"]
+    unique = []
+    for folder in folders:
+        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in unique]:
+            unique.append(folder)
+    return unique
+
+
+def list_study_files() -> dict[str, Path]:
+    """Return the study files found in :func:`studies_dirs`, by name."""
+    files: dict[str, Path] = {}
+    for folder in studies_dirs():
+        for path in sorted(folder.glob("*.toml")):
+            files.setdefault(path.stem, path)
+    return dict(sorted(files.items()))
+
+
+def resolve_study(name_or_path: str) -> Path:
+    """Return the study file for a study name or a path to a TOML file.
+
+    Raises
+    ------
+    StudyNotFound
+        If it is neither an existing file nor a known study name; the message
+        lists the valid names.
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in name_or_path:
+        if candidate.is_file():
+            return candidate
+        raise StudyNotFound(f"study file {name_or_path!r} not found; check the path")
+    files = list_study_files()
+    if name_or_path in files:
+        return files[name_or_path]
+    close = difflib.get_close_matches(name_or_path, list(files), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise StudyNotFound(
+        f"unknown study {name_or_path!r}; {hint}valid studies: {', '.join(files) or 'none'}"
+        " (or give the path of a TOML study file)"
+    )
