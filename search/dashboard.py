@@ -1,8 +1,10 @@
 """Serve optuna-dashboard on the storage of a search.
 
 The server is wsgiref's, made multi-threaded as the ``optuna-dashboard`` command
-of optuna-dashboard 0.21 does. It suits a few people browsing studies. The dashboard
-has no authentication, and its HTTP API can rename and delete studies.
+of optuna-dashboard 0.21 does. The docs of ``optuna_dashboard.run_server`` say that
+wsgiref is not intended for production use, where ``optuna_dashboard.wsgi()`` under
+Gunicorn or uWSGI fits better. The dashboard has no authentication, and its HTTP API
+can rename and delete studies.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
     def server_bind(self) -> None:
-        # Replaces HTTPServer.server_bind, which calls socket.getfqdn(host). That
-        # sends a reverse DNS query for a host missing from /etc/hosts, such as ::1.
+        # Replaces HTTPServer.server_bind, which calls socket.getfqdn(host). That can
+        # send a reverse DNS query, for example for ::1 when /etc/hosts omits it.
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name = host
@@ -219,9 +221,10 @@ def serve(
 ) -> None:
     """Serve optuna-dashboard on a storage until the process is interrupted.
 
-    The call blocks until KeyboardInterrupt, which SIGINT and Ctrl-C raise, and
-    then returns normally after closing the server. Start, stop and any warning
-    about a non-loopback ``host`` are logged. Requests are logged at DEBUG.
+    The call blocks until KeyboardInterrupt, which SIGINT and Ctrl-C raise. It
+    then closes the server and re-raises, so that a command line can exit with
+    status 130. Start, stop and any warning about a non-loopback ``host`` are
+    logged. Requests are logged at DEBUG.
 
     Parameters
     ----------
@@ -240,6 +243,8 @@ def serve(
 
     Raises
     ------
+    KeyboardInterrupt
+        When the process is interrupted, after the server is closed.
     ValueError
         If ``port`` is outside 0 to 65535.
     ModuleNotFoundError
@@ -270,11 +275,12 @@ def serve(
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        logger.info("Stopping optuna-dashboard: interrupted.")
+        logger.info("Interrupted, so stopping optuna-dashboard.")
+        raise
     finally:
         server.server_close()
         _close_storage(storage, owns_storage)
-    logger.info("optuna-dashboard stopped.")
+        logger.info("optuna-dashboard stopped.")
 
 
 def _close_storage(storage: BaseStorage, owns_storage: bool) -> None:
