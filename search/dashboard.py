@@ -18,6 +18,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sqlalchemy.engine import make_url
 
+from search.storage import make_storage
+
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
@@ -205,14 +207,6 @@ def create_server(
     )
 
 
-def _open_storage(storage_url: str) -> BaseStorage:
-    import optuna
-
-    # NOTE: these are Optuna's default RDBStorage options. Callers whose storage
-    # needs other options, such as engine_kwargs, pass their storage to serve().
-    return optuna.storages.RDBStorage(storage_url)
-
-
 def serve(
     storage_url: str,
     host: str = "127.0.0.1",
@@ -230,16 +224,17 @@ def serve(
     ----------
     storage_url : str
         SQLAlchemy database URL of the Optuna storage. It is logged with its
-        password masked, and it opens the storage unless ``storage`` is given.
+        password masked. Unless ``storage`` is given, the storage is opened with
+        :func:`search.storage.make_storage`, with the same RDBStorage options as
+        the search uses.
     host : str, default="127.0.0.1"
         Address to bind. A name or address other than loopback makes the dashboard
         reachable from other machines.
     port : int, default=8080
         TCP port to listen on. 0 picks a free port, which the start message names.
     storage : optuna.storages.BaseStorage, optional
-        Storage to show instead of one opened from ``storage_url``. Pass the
-        storage that the search itself uses, so that the dashboard connects with
-        the same RDBStorage options. The caller keeps ownership of it.
+        Storage to show instead of one opened from ``storage_url``, for example
+        one that the caller already opened. The caller keeps ownership of it.
 
     Raises
     ------
@@ -251,15 +246,17 @@ def serve(
         If optuna-dashboard is not installed.
     OSError
         If the address cannot be bound, for example because the port is in use.
+    search.storage.StorageError
+        If ``storage`` is not given and ``storage_url`` is invalid, unsupported or
+        unreachable.
     sqlalchemy.exc.ArgumentError
-        If ``storage_url`` is not a valid SQLAlchemy URL.
+        If ``storage`` is given and ``storage_url`` is not a valid SQLAlchemy URL.
     """
-    masked_url = mask_storage_url(storage_url)
     owns_storage = storage is None
     if storage is None:
-        storage = _open_storage(storage_url)
-
+        storage = make_storage(storage_url)
     try:
+        masked_url = mask_storage_url(storage_url)
         server = create_server(storage, host, port)
     except BaseException:
         _close_storage(storage, owns_storage)

@@ -44,6 +44,8 @@ class Objective:
         self.spec = spec
         self.storage_url = storage_url
         self.fast = fast
+        # The net of the latest trial, for inspection after study.optimize.
+        self.last_net = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
@@ -81,6 +83,7 @@ class Objective:
             ],
             fast=self.fast,
         )
+        self.last_net = net
         try:
             net.fit(data.X_train, data.y_train)
         except TrainingDiverged as error:

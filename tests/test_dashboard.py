@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from search import dashboard
@@ -28,6 +30,7 @@ from search.dashboard import (
     is_loopback_host,
     mask_storage_url,
 )
+from search.storage import StorageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_PATH = "/usr/bin/chromium"
@@ -208,7 +211,7 @@ def stop_dashboard(process: subprocess.Popen) -> int:
 
 
 @pytest.fixture(scope="module")
-def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("dashboard") / "study.db"
     url = f"sqlite:///{path}"
     create_study(url)
@@ -217,10 +220,10 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def served_dashboard(
-    storage_url: str, tmp_path_factory: pytest.TempPathFactory
+    study_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("dashboard-log") / "serve.log"
-    process, base_url = start_dashboard(storage_url, log_path)
+    process, base_url = start_dashboard(study_url, log_path)
     yield base_url
     if process.poll() is None:
         stop_dashboard(process)
@@ -246,7 +249,7 @@ def require_chromium(path: str) -> None:
         "sudo apt-get install -y chromium chromium-driver "
         "(or source .ci/chromium.sh as root)."
     )
-    if "CI" in os.environ:
+    if os.environ.get("CI"):
         pytest.fail(f"{message} The browser test is required because CI is set.")
     pytest.skip(message)
 
@@ -388,9 +391,9 @@ def test_require_chromium_skips_outside_ci(
         require_chromium(str(tmp_path / "chromium"))
 
 
-def test_serve_stops_on_sigint(storage_url: str, tmp_path: Path) -> None:
+def test_serve_stops_on_sigint(study_url: str, tmp_path: Path) -> None:
     log_path = tmp_path / "serve.log"
-    process, base_url = start_dashboard(storage_url, log_path)
+    process, base_url = start_dashboard(study_url, log_path)
 
     returncode = stop_dashboard(process)
 
@@ -401,12 +404,12 @@ def test_serve_stops_on_sigint(storage_url: str, tmp_path: Path) -> None:
     assert "optuna-dashboard stopped." in output
 
 
-def test_serve_uses_given_storage(storage_url: str, tmp_path: Path) -> None:
+def test_serve_uses_given_storage(study_url: str, tmp_path: Path) -> None:
     # Nothing listens on port 1, so the API can list the study only if serve()
     # uses the given SQLite storage instead of opening this URL.
     shown_url = "postgresql+psycopg://u:s3cret@127.0.0.1:1/db"
     log_path = tmp_path / "serve.log"
-    process, base_url = start_dashboard(shown_url, log_path, storage_url)
+    process, base_url = start_dashboard(shown_url, log_path, study_url)
     try:
         status, body = get_json(f"{base_url}/api/studies")
     finally:
@@ -433,8 +436,27 @@ def test_module_does_not_import_torch() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_create_server_on_ipv6_loopback(storage_url: str) -> None:
-    storage = optuna.storages.RDBStorage(storage_url)
+def test_serve_opens_storage_like_search(served_dashboard: str, study_url: str) -> None:
+    # search.storage.make_storage switches a SQLite file to write-ahead logging,
+    # and optuna.create_study alone leaves the default rollback journal.
+    database = sqlalchemy.engine.make_url(study_url).database
+    connection = sqlite3.connect(database)
+    try:
+        (journal_mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        connection.close()
+
+    assert journal_mode == "wal"
+
+
+def test_serve_rejects_unsupported_url() -> None:
+    # The scheme is rejected before any connection is made.
+    with pytest.raises(StorageError, match="unsupported storage URL scheme 'oracle'"):
+        dashboard.serve("oracle://u:s3cret@127.0.0.1:1/db", port=0)
+
+
+def test_create_server_on_ipv6_loopback(study_url: str) -> None:
+    storage = optuna.storages.RDBStorage(study_url)
     server = create_server(storage, host="::1", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -452,8 +474,8 @@ def test_create_server_on_ipv6_loopback(storage_url: str) -> None:
 
 
 @pytest.mark.parametrize("port", [-1, 65536])
-def test_create_server_rejects_port(storage_url: str, port: int) -> None:
-    storage = optuna.storages.RDBStorage(storage_url)
+def test_create_server_rejects_port(study_url: str, port: int) -> None:
+    storage = optuna.storages.RDBStorage(study_url)
 
     with pytest.raises(ValueError, match=f"Invalid port {port}: expected 0 to 65535"):
         create_server(storage, host="127.0.0.1", port=port)
@@ -487,7 +509,7 @@ class StopBeforeBind(Exception):
     [("0.0.0.0", True), ("", True), ("127.0.0.1", False), ("::1", False)],
 )
 def test_create_server_warns_off_loopback(
-    storage_url: str,
+    study_url: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     host: str,
@@ -501,7 +523,7 @@ def test_create_server_warns_off_loopback(
         raise StopBeforeBind
 
     monkeypatch.setattr(dashboard, "make_server", record_bind)
-    storage = optuna.storages.RDBStorage(storage_url)
+    storage = optuna.storages.RDBStorage(study_url)
 
     with (
         caplog.at_level(logging.WARNING, logger="search.dashboard"),
