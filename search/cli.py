@@ -150,11 +150,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from search.objective import check_budget
     from search.report import format_summary, format_trial_line
     from search.runner import RunOptions, run_study
 
     spec = load_spec(resolve_study(args.study))
     url = resolve_url(args.storage)
+    check_budget(spec)
     print(f"study {spec.name!r}: {spec.description}  [storage {mask_url(url)}]", flush=True)
 
     def progress(study, trial) -> None:

@@ -11,13 +11,34 @@ from optuna_integration import SkorchPruningCallback
 from search.data import prepare_data
 from search.models import build_module_factory
 from search.records import EpochRecord, write_epoch
-from search.schedules import FAMILIES, Budget, derive_kwargs
+from search.schedules import FAMILIES, Budget, budget_problems, derive_kwargs
 from search.space import sample
-from search.spec import StudySpec
+from search.spec import SpecError, StudySpec
 from search.training import EpochRecorder, EpochSummary, TrainingDiverged, build_net
 from search.training import n_train_batches as count_train_batches
 
 logger = logging.getLogger(__name__)
+
+
+def check_budget(spec: StudySpec) -> None:
+    """Load the study's data and check that every family fits the batch budget.
+
+    Raises
+    ------
+    SpecError
+        If a searched batch count or phase cannot fit the number of training
+        steps; :class:`search.data.DataError` if the data is unusable.
+    """
+    data = prepare_data(spec.data, spec.seed)
+    n_batches = count_train_batches(data, spec.training)
+    problems = []
+    for family in spec.families:
+        budget = Budget(spec.training.max_epochs, n_batches, 0.0,
+                        spec.training.optimizer, spec.training.momentum)
+        problems += [f"{spec.path}: {problem}"
+                     for problem in budget_problems(family.name, family.params, budget)]
+    if problems:
+        raise SpecError(problems)
 
 
 def trial_seed(spec: StudySpec, trial_number: int) -> int:

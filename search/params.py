@@ -165,6 +165,12 @@ def _parse_range(raw: dict, kind: str, key: str, problems: list) -> Param | None
             )
             return None
         n_steps = (high - low) / step
+        if not math.isfinite(n_steps):
+            problems.append(
+                (f"{key}.step", f"is too small for the range {low} to {high}", step,
+                 "narrow the range or raise the step")
+            )
+            return None
         if not math.isclose(n_steps, round(n_steps), abs_tol=1e-9):
             problems.append(
                 (f"{key}.step", f"does not divide high - low = {high - low}", step,

@@ -335,3 +335,35 @@ def derive_kwargs(family: str, values: Mapping[str, Any], budget: Budget) -> dic
     comes from ``budget`` (``total_steps``, ``T_max``, the base rate, ...).
     """
     return FAMILIES[family].derive(dict(values), budget)
+
+
+def budget_problems(family: str, params: Mapping[str, Any], budget: Budget) -> list[str]:
+    """Return why the searched arguments of ``family`` cannot fit ``budget``.
+
+    Epoch counts are checked against ``max_epochs`` when the study file is
+    loaded; the checks here need the number of training batches, which is
+    known only once the data is split. ``params`` maps argument names to
+    :data:`search.params.Param` values.
+    """
+    total = budget.total_steps
+    problems = []
+    if family == "OneCycleLR":
+        pct = params.get("pct_start")
+        values = pct.candidates() if pct is not None else (0.3,)
+        # Each phase needs two steps: torch divides by the phase's length in
+        # steps, and a phase shorter than a step is skipped or divides by zero.
+        if min(values) * total < 2 or (1 - max(values)) * total < 2:
+            problems.append(
+                f"schedulers.OneCycleLR.pct_start: {min(values)}..{max(values)} of "
+                f"{total} batch steps leaves a phase under 2 steps; use more epochs, a "
+                "smaller batch_size, or pct_start nearer 0.5"
+            )
+    if family == "CyclicLR":
+        up = params.get("step_size_up")
+        if up is not None and max(up.candidates()) > total:
+            problems.append(
+                f"schedulers.CyclicLR.step_size_up: up to {max(up.candidates())} batches "
+                f"but training has {total} batch steps ({budget.max_epochs} epochs of "
+                f"{budget.n_train_batches}), so the cycle never reaches max_lr; lower it"
+            )
+    return problems

@@ -7,9 +7,14 @@ what to do``. Nothing here touches a storage or imports torch.
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import inspect
+import logging
 import math
+import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +25,27 @@ from search.errors import InputError
 from search.params import Choices, Fixed, Param, Range, check_value, parse_param
 from search.schedules import CONSTANT, FAMILIES, Argument
 
+logger = logging.getLogger(__name__)
+
 DIRECTIONS = ("maximize", "minimize")
-SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp")
-PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+# Study-file names of the Optuna classes (``optuna.samplers`` and
+# ``optuna.pruners``); runner.build_sampler and runner.build_pruner build the same.
+SAMPLER_CLASSES = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "qmc": "QMCSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+}
+PRUNER_CLASSES = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+}
+SAMPLERS = tuple(SAMPLER_CLASSES)
+PRUNERS = tuple(PRUNER_CLASSES)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 BUILTIN_MODELS = ("mlp", "cnn")
 DATASETS = ("digits", "mnist", "iris", "wine", "breast_cancer", "diabetes")
@@ -30,6 +53,10 @@ TASKS = ("classification", "regression")
 CLASSIFICATION_METRICS = ("valid_acc", "valid_loss", "train_loss")
 REGRESSION_METRICS = ("valid_loss", "train_loss")
 LOSS_METRICS = ("valid_loss", "train_loss")
+# numpy's RandomState, which Optuna's samplers and scikit-learn's split use,
+# takes seeds in [0, 2**32 - 1]; each trial adds its number to the study seed.
+MAX_SEED = 2**31 - 1
+USER_MODEL_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 TOP_KEYS = (
     "name", "description", "direction", "metric", "n_trials", "seed",
@@ -109,6 +136,7 @@ class StudySpec:
     lr: Param
     families: tuple[FamilySpec, ...]
     path: str | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def family_names(self) -> list[str]:
@@ -127,9 +155,13 @@ class _Problems:
     def __init__(self, source: str):
         self.source = source
         self.items: list[tuple] = []
+        self.warnings: list[tuple] = []
 
     def add(self, key: str, what: str, value: Any, fix: str) -> None:
         self.items.append((key, what, value, fix))
+
+    def warn(self, key: str, what: str, value: Any, fix: str) -> None:
+        self.warnings.append((key, what, value, fix))
 
     def unknown_keys(self, table: Mapping, valid: tuple[str, ...], prefix: str) -> None:
         for key in table:
@@ -139,10 +171,10 @@ class _Problems:
             fix = f"did you mean '{close[0]}'?" if close else "valid keys: " + ", ".join(valid)
             self.add(f"{prefix}{key}", "unknown key", key, fix)
 
-    def lines(self) -> list[str]:
+    def lines(self, items: list[tuple] | None = None) -> list[str]:
         return [
             f"{self.source}: {key}: {what} (got {_show(value)}); {fix}"
-            for key, what, value, fix in self.items
+            for key, what, value, fix in (self.items if items is None else items)
         ]
 
 
@@ -186,18 +218,32 @@ def parse_spec(text: str, source: str = "<study>", default_name: str = "study") 
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
-        column = getattr(error, "colno", None)
-        where = f"line {line}, column {column}" if line else "somewhere"
-        message = getattr(error, "msg", str(error))
-        raise SpecError(
-            [f"{source}: invalid TOML at {where}: {message}; fix the syntax there"]
-        ) from None
+        raise SpecError([_toml_error_line(error, source)]) from None
     problems = _Problems(source)
     spec = _build(raw, problems, source, default_name)
     if problems.items:
         raise SpecError(problems.lines())
+    for line in problems.lines(problems.warnings):
+        logger.warning("%s", line)
     return spec
+
+
+TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
+
+
+def _toml_error_line(error: tomllib.TOMLDecodeError, source: str) -> str:
+    # Python 3.14 sets lineno and colno; 3.11 to 3.13 only append
+    # "(at line L, column C)" or "(at end of document)" to the message.
+    message = str(error)
+    line, column = getattr(error, "lineno", None), getattr(error, "colno", None)
+    match = TOML_POSITION.search(message)
+    if match:
+        message = message[: match.start()]
+        if line is None and match.group(1):
+            line, column = int(match.group(1)), int(match.group(2))
+    message = getattr(error, "msg", message)
+    where = f"line {line}, column {column}" if line else "the end of the file"
+    return f"{source}: invalid TOML at {where}: {message}; fix the syntax there"
 
 
 def _get(table: Mapping, key: str, kind: str, default: Any, problems: _Problems,
@@ -240,30 +286,37 @@ def _build(raw: dict, problems: _Problems, source: str, default_name: str) -> St
     if not name.strip():
         problems.add("name", "must not be empty", name, "give the study a name")
     description = _get(raw, "description", "str", "", problems)
-    direction = _choice(raw, "direction", DIRECTIONS, "maximize", problems)
     n_trials = _get(raw, "n_trials", "int", 20, problems)
     if n_trials < 1:
         problems.add("n_trials", "must be at least 1", n_trials, "set n_trials = 1 or more")
     seed = _get(raw, "seed", "int", 0, problems)
-    if seed < 0:
-        problems.add("seed", "must not be negative", seed, "use a seed >= 0")
+    if not 0 <= seed <= MAX_SEED:
+        problems.add("seed", f"must be in [0, {MAX_SEED}]", seed,
+                     "use a seed such as 0")
+        seed = 0
 
     data = _build_data(_table(raw, "data", problems), problems)
     model = _build_model(_table(raw, "model", problems), problems)
     training = _build_training(_table(raw, "training", problems), problems)
-    sampler = _build_component(raw, "sampler", SAMPLERS, "tpe", problems)
-    pruner = _build_component(raw, "pruner", PRUNERS, "median", problems)
+    sampler = _build_component(raw, "sampler", SAMPLER_CLASSES, "tpe", training, seed,
+                               problems)
+    pruner = _build_component(raw, "pruner", PRUNER_CLASSES, "median", training, seed,
+                              problems)
 
     task = data.task or ("regression" if data.dataset == "diabetes" else "classification")
     metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     default_metric = "valid_acc" if task == "classification" else "valid_loss"
     metric = _choice(raw, "metric", metrics, default_metric, problems, what="metric")
-    if metric in LOSS_METRICS and direction == "maximize" and "direction" in raw:
-        problems.add("direction", f"maximizes the loss metric {metric}", direction,
-                     "use direction = \"minimize\" for a loss")
+    default_direction = "minimize" if metric in LOSS_METRICS else "maximize"
+    direction = _choice(raw, "direction", DIRECTIONS, default_direction, problems)
+    # A direction against the metric is legal (a study may look for the worst
+    # schedules), so it is a warning, logged when the file is loaded.
+    if metric in LOSS_METRICS and direction == "maximize":
+        problems.warn("direction", f"maximizes the loss metric {metric}", direction,
+                      "use direction = \"minimize\" unless you want the worst trials")
     if metric == "valid_acc" and direction == "minimize":
-        problems.add("direction", "minimizes the accuracy metric valid_acc", direction,
-                     "use direction = \"maximize\" for an accuracy")
+        problems.warn("direction", "minimizes the accuracy metric valid_acc", direction,
+                      "use direction = \"maximize\" unless you want the worst trials")
 
     lr = _build_lr(raw, problems)
     families = _build_families(_table(raw, "schedulers", problems), training, data,
@@ -273,21 +326,143 @@ def _build(raw: dict, problems: _Problems, source: str, default_name: str) -> St
         name=name, description=description, direction=direction, metric=metric,
         n_trials=n_trials, seed=seed, sampler=sampler, pruner=pruner, data=data,
         model=model, training=training, lr=lr, families=tuple(families), path=source,
+        warnings=tuple(problems.lines(problems.warnings)),
     )
 
 
-def _build_component(raw: dict, key: str, valid: tuple[str, ...], default: str,
+def _build_component(raw: dict, key: str, classes: Mapping[str, str], default: str,
+                     training: TrainingSpec, seed: int,
                      problems: _Problems) -> ComponentSpec:
     table = _table(raw, key, problems)
-    name = _choice(table, "name", valid, default, problems, f"{key}.", what=key)
+    name = _choice(table, "name", tuple(classes), default, problems, f"{key}.", what=key)
     options = {k: v for k, v in table.items() if k != "name"}
+    if "name" not in table or name == table["name"]:
+        _check_component(key, name, classes[name], options, training, seed, problems)
     return ComponentSpec(name, MappingProxyType(options))
+
+
+def _check_component(key: str, name: str, class_name: str, options: dict,
+                     training: TrainingSpec, seed: int, problems: _Problems) -> None:
+    """Check sampler or pruner options against the Optuna class, then build it once.
+
+    Building it here catches the values Optuna rejects (a negative
+    n_warmup_steps, ...) when the file is validated, not only at run time.
+    """
+    import optuna
+
+    module = optuna.samplers if key == "sampler" else optuna.pruners
+    cls = getattr(module, class_name)
+    parameters = inspect.signature(cls).parameters
+    settable = [p for p in parameters if _settable_option(key, parameters[p])]
+    before = len(problems.items)
+    for option, value in options.items():
+        prefix = f"{key}.{option}"
+        if option == "seed" and key == "sampler":
+            problems.add(prefix, "is set from the study's seed", value,
+                         "remove it and set the top-level seed")
+        elif option not in parameters:
+            close = difflib.get_close_matches(option, settable, n=1)
+            fix = (f"did you mean '{close[0]}'?" if close else
+                   f"valid options of {class_name}: {', '.join(settable) or 'none'}")
+            problems.add(prefix, f"unknown option of {class_name}", option, fix)
+        elif option not in settable:
+            problems.add(prefix, "takes a Python object and cannot be set in a study file",
+                         value, "remove it")
+        else:
+            expected = _option_types(parameters[option])
+            if not _matches_types(value, expected):
+                problems.add(prefix, f"must be {' or '.join(expected)}", value,
+                             f"see the {class_name} documentation")
+    for option in settable:
+        if parameters[option].default is inspect.Parameter.empty and option not in options:
+            problems.add(f"{key}.{option}", f"missing, {class_name} requires it", None,
+                         f"add {option} = VALUE to [{key}]")
+    if len(problems.items) > before:
+        return
+
+    if name in ("median", "percentile"):
+        warmup = options.get("n_warmup_steps", 0)
+        if warmup >= training.max_epochs:
+            problems.add(f"{key}.n_warmup_steps",
+                         f"never lets the pruner act within max_epochs = "
+                         f"{training.max_epochs}", warmup,
+                         "lower it below training.max_epochs")
+            return
+    kwargs = dict(options)
+    if key == "sampler":
+        kwargs["seed"] = seed
+    if name == "hyperband":
+        # The same defaults as runner.build_pruner: the resources are epochs.
+        kwargs.setdefault("min_resource", 1)
+        kwargs.setdefault("max_resource", training.max_epochs)
+    try:
+        with warnings.catch_warnings():
+            # The run builds it again and shows Optuna's warnings (experimental
+            # features) then; here it is only a check.
+            warnings.simplefilter("ignore")
+            cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        problems.add(key, f"{class_name} rejected the options ({error})", options,
+                     "fix the options it names")
+
+
+def _settable_option(key: str, parameter: inspect.Parameter) -> bool:
+    if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        return False
+    if key == "sampler" and parameter.name == "seed":
+        return False
+    annotation = str(parameter.annotation)
+    return not any(word in annotation for word in ("Callable", "Sampler", "ndarray"))
+
+
+ANY_OPTION = "a number, string or boolean"
+OPTION_TYPES = {"bool": "true or false", "int": "an integer", "float": "a number",
+                "str": "a string"}
+
+
+def _option_types(parameter: inspect.Parameter) -> list[str]:
+    """Return the value types an option's annotation accepts, as words for a message."""
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        default = parameter.default
+        known = default is not None and default is not inspect.Parameter.empty
+        names = [type(default).__name__] if known else []
+    else:
+        text = annotation if isinstance(annotation, str) else getattr(
+            annotation, "__name__", str(annotation))
+        names = re.findall(r"\b(bool|int|float|str)\b", text)
+    types = [OPTION_TYPES[n] for n in dict.fromkeys(names) if n in OPTION_TYPES]
+    return types or [ANY_OPTION]
+
+
+def _value_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return OPTION_TYPES["bool"]
+    if isinstance(value, int):
+        return OPTION_TYPES["int"]
+    if isinstance(value, float) and math.isfinite(value):
+        return OPTION_TYPES["float"]
+    if isinstance(value, str):
+        return OPTION_TYPES["str"]
+    return None
+
+
+def _matches_types(value: Any, expected: list[str]) -> bool:
+    kind = _value_type(value)
+    if kind is None:
+        return False
+    if ANY_OPTION in expected or kind in expected:
+        return True
+    return kind == OPTION_TYPES["int"] and OPTION_TYPES["float"] in expected
 
 
 def _build_data(table: dict, problems: _Problems) -> DataSpec:
     problems.unknown_keys(table, DATA_KEYS, "data.")
     path = _get(table, "path", "str", None, problems, "data.")
     target = _get(table, "target", "str", None, problems, "data.")
+    if path is not None and not path.strip():
+        problems.add("data.path", "must not be empty", path,
+                     "give the path of a CSV or Parquet file")
     if path is not None and "dataset" in table:
         problems.add("data.path", "given together with data.dataset", path,
                      "keep either dataset or path + target")
@@ -295,6 +470,9 @@ def _build_data(table: dict, problems: _Problems) -> DataSpec:
     if path is None:
         dataset = _choice(table, "dataset", DATASETS, "digits", problems, "data.",
                           what="dataset")
+        if target is not None:
+            problems.add("data.target", "has no effect with a built-in dataset", target,
+                         "remove it, or give data.path for a data file")
     elif target is None:
         problems.add("data.target", "missing for a data file", None,
                      "name the target column with target = \"COLUMN\"")
@@ -307,15 +485,24 @@ def _build_data(table: dict, problems: _Problems) -> DataSpec:
     if "task" in table:
         task = _choice(table, "task", TASKS, "classification", problems, "data.",
                        what="task")
+        builtin_task = "regression" if dataset == "diabetes" else "classification"
+        if dataset is not None and task != builtin_task:
+            problems.add("data.task", f"contradicts dataset {dataset!r}, a "
+                         f"{builtin_task} dataset", task,
+                         f"remove it or set task = \"{builtin_task}\"")
+            task = None
     return DataSpec(dataset, path, target, float(valid_fraction), task)
 
 
 def _build_model(table: dict, problems: _Problems) -> ModelSpec:
     problems.unknown_keys(table, MODEL_KEYS, "model.")
     kind = _get(table, "kind", "str", "mlp", problems, "model.")
-    if kind not in BUILTIN_MODELS and ":" not in kind:
+    if kind not in BUILTIN_MODELS and not USER_MODEL_PATTERN.fullmatch(kind):
+        close = difflib.get_close_matches(kind, BUILTIN_MODELS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
         problems.add("model.kind", "unknown model kind", kind,
-                     f"use one of {', '.join(BUILTIN_MODELS)} or \"package.module:Class\"")
+                     f"{hint}use one of {', '.join(BUILTIN_MODELS)} or an import path "
+                     "\"package.module:Class\"")
     hidden_units = _positive_ints(table, "hidden_units", (128,), problems)
     channels = _positive_ints(table, "channels", (16, 32), problems)
     dropout = _get(table, "dropout", "float", 0.0, problems, "model.")
@@ -326,8 +513,33 @@ def _build_model(table: dict, problems: _Problems) -> ModelSpec:
         problems.add("model.options", "must be a table", options,
                      "write [model.options] with keyword arguments of the class")
         options = {}
+    for key, value in options.items():
+        if not _is_plain(value):
+            problems.add(f"model.options.{key}", "must be a number, string, boolean, "
+                         "or a list or table of them", value, "write it without dates")
+    unused = {"mlp": ("channels", "options"), "cnn": ("hidden_units", "options")}.get(
+        kind, ("hidden_units", "channels", "dropout"))
+    for key in unused:
+        if key in table:
+            fix = ("give the class's arguments in [model.options]" if ":" in kind
+                   else "remove it")
+            problems.add(f"model.{key}", f"has no effect with model.kind = {kind!r}",
+                         table[key], fix)
     return ModelSpec(kind, hidden_units, float(dropout), channels,
                      MappingProxyType(dict(options)))
+
+
+def _is_plain(value: Any) -> bool:
+    """Return whether a TOML value has no dates or times, so it is storable as JSON."""
+    if isinstance(value, datetime.date | datetime.time):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(_is_plain(item) for item in value.values())
+    return True
 
 
 def _positive_ints(table: dict, key: str, default: tuple, problems: _Problems) -> tuple:

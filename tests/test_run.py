@@ -180,3 +180,21 @@ def test_help_as_subprocess():
 
     assert result.returncode == 0
     assert "run" in result.stdout
+
+
+def test_regression_study_minimizes_loss(sqlite_url):
+    text = tiny_study_text(name="regression", n_trials=2, types=("CosineAnnealingLR",))
+    text = text.replace('dataset = "digits"', 'dataset = "diabetes"')
+    text = text.replace('direction = "maximize"', 'direction = "minimize"')
+    text = text.replace('metric = "valid_acc"', 'metric = "valid_loss"')
+    spec = parse_spec(text)
+    study = open_study(spec, sqlite_url)
+    objective = Objective(spec, sqlite_url)
+
+    study.optimize(objective, n_trials=2)
+
+    rows = read_rows(sqlite_url, epochs_table, ["regression"])
+    assert type(objective.last_net).__name__ == "NeuralNetRegressor"
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert [r["metric"] for r in rows] == [r["valid_loss"] for r in rows]
+    assert study.best_value == min(t.value for t in study.trials)

@@ -210,3 +210,39 @@ def test_cyclic_momentum_off_without_momentum(sqlite_url):
     kwargs = study.trials[0].user_attrs["scheduler_kwargs"]
     assert kwargs["cycle_momentum"] is False
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_one_cycle_too_few_steps_rejected(sqlite_url, tmp_path, capsys):
+    from search.cli import main
+
+    # One batch per epoch and two epochs leave no room for two phases.
+    path = tmp_path / "short_cycle.toml"
+    path.write_text(tiny_study_text(name="short_cycle", max_epochs=2, batch_size=5000,
+                                    types=("OneCycleLR",)), encoding="utf-8")
+
+    status = main(["run", "--study", str(path), "--storage", sqlite_url])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "schedulers.OneCycleLR.pct_start" in err
+    assert "2 batch steps" in err
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_cyclic_half_cycle_longer_than_training_rejected(sqlite_url, tmp_path, capsys):
+    from search.cli import main
+
+    path = tmp_path / "long_cycle.toml"
+    path.write_text(
+        tiny_study_text(name="long_cycle", max_epochs=2, types=("CyclicLR",))
+        + "\n[schedulers.CyclicLR]\nmax_lr = 0.5\nstep_size_up = { low = 10, high = 500 }\n",
+        encoding="utf-8",
+    )
+
+    status = main(["run", "--study", str(path), "--storage", sqlite_url])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "schedulers.CyclicLR.step_size_up: up to 500 batches" in err
+    assert "46 batch steps" in err
+    assert not (tmp_path / "study.db").exists()
