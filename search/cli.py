@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="*", metavar="FILE")
     validate.set_defaults(handler=_validate)
+    _add_view_commands(commands)
     return parser
 
 

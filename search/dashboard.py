@@ -185,7 +185,7 @@ def create_server(
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             "optuna-dashboard is not installed. Install it with: "
-            "pip install 'search[dashboard]'"
+            "pip install -e '.[dashboard]'"
         ) from error
 
     if not is_loopback_host(host):

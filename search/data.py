@@ -164,7 +164,8 @@ def prepare_data(spec: DataSpec, seed: int) -> PreparedData:
     -------
     PreparedData
         Float32 features standardized with statistics of the training part
-        only; int64 class labels, or float32 targets of shape ``(n, 1)``.
+        only; int64 class labels, or float32 targets of shape ``(n, 1)``,
+        standardized the same way.
 
     Raises
     ------
@@ -195,8 +196,11 @@ def prepare_data(spec: DataSpec, seed: int) -> PreparedData:
     if task == "classification":
         y_train, y_valid = y_train.astype(np.int64), y_valid.astype(np.int64)
     else:
-        y_train = y_train.astype(np.float32).reshape(-1, 1)
-        y_valid = y_valid.astype(np.float32).reshape(-1, 1)
+        # Standardized with the training part's statistics, so the MSE is in
+        # units of the target's spread and learning rates carry across data.
+        mean, std = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+        y_train = ((y_train - mean) / std).astype(np.float32).reshape(-1, 1)
+        y_valid = ((y_valid - mean) / std).astype(np.float32).reshape(-1, 1)
     logger.info("data %s: %d training and %d validation samples", name,
                 len(X_train), len(X_valid))
     return PreparedData(X_train, y_train, X_valid, y_valid, task, n_classes, shape)

@@ -90,9 +90,10 @@ def _draw_final_values(ax: Axes, trials: pd.DataFrame) -> None:
     if groups:
         labels = [label for label, _ in groups]
         ax.boxplot([values for _, values in groups], tick_labels=labels)
-        for position, (_, values) in enumerate(groups, start=1):
+        # One marker line per box, labelled like its box, shows every trial.
+        for position, (label, values) in enumerate(groups, start=1):
             ax.plot([position] * len(values), values, linestyle="none", marker=".",
-                    color="black", alpha=0.6)
+                    color="black", alpha=0.6, label=label)
         ax.tick_params(axis="x", labelrotation=30)
     metrics = trials["metric"].dropna().unique()
     ax.set_ylabel(", ".join(map(str, metrics)) or "value")

@@ -54,8 +54,11 @@ CLASSIFICATION_METRICS = ("valid_acc", "valid_loss", "train_loss")
 REGRESSION_METRICS = ("valid_loss", "train_loss")
 LOSS_METRICS = ("valid_loss", "train_loss")
 # numpy's RandomState, which Optuna's samplers and scikit-learn's split use,
-# takes seeds in [0, 2**32 - 1]; each trial adds its number to the study seed.
+# takes seeds in [0, 2**32 - 1]. Each trial adds its number to the study seed,
+# so the study seed stays below 2**31 to leave room for the trial numbers.
 MAX_SEED = 2**31 - 1
+# Optuna stores study names in a VARCHAR(512) column.
+MAX_NAME_LENGTH = 512
 USER_MODEL_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 TOP_KEYS = (
@@ -285,6 +288,9 @@ def _build(raw: dict, problems: _Problems, source: str, default_name: str) -> St
     name = _get(raw, "name", "str", default_name, problems)
     if not name.strip():
         problems.add("name", "must not be empty", name, "give the study a name")
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.add("name", f"is longer than {MAX_NAME_LENGTH} characters", name,
+                     "shorten it")
     description = _get(raw, "description", "str", "", problems)
     n_trials = _get(raw, "n_trials", "int", 20, problems)
     if n_trials < 1:
@@ -402,8 +408,15 @@ def _check_component(key: str, name: str, class_name: str, options: dict,
             warnings.simplefilter("ignore")
             cls(**kwargs)
     except (TypeError, ValueError) as error:
-        problems.add(key, f"{class_name} rejected the options ({error})", options,
-                     "fix the options it names")
+        # Optuna's messages name the option they reject, e.g. "but got
+        # n_warmup_steps=-1"; the first option named is the key of the problem.
+        named = [option for option in options if option in str(error)]
+        if named:
+            problems.add(f"{key}.{named[0]}", f"rejected by {class_name} ({error})",
+                         options[named[0]], "fix the value")
+        else:
+            problems.add(key, f"{class_name} rejected the options ({error})", options,
+                         "fix the options")
 
 
 def _settable_option(key: str, parameter: inspect.Parameter) -> bool:
@@ -516,7 +529,8 @@ def _build_model(table: dict, problems: _Problems) -> ModelSpec:
     for key, value in options.items():
         if not _is_plain(value):
             problems.add(f"model.options.{key}", "must be a number, string, boolean, "
-                         "or a list or table of them", value, "write it without dates")
+                         "or a list or table of them", value,
+                         "remove dates, times, nan and inf, which cannot be stored")
     unused = {"mlp": ("channels", "options"), "cnn": ("hidden_units", "options")}.get(
         kind, ("hidden_units", "channels", "dropout"))
     for key in unused:

@@ -218,6 +218,13 @@ def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture
+def study_storage(study_url: str) -> Iterator[optuna.storages.RDBStorage]:
+    storage = optuna.storages.RDBStorage(study_url)
+    yield storage
+    storage.engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def served_dashboard(
     study_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -345,8 +352,8 @@ def test_browser_shows_study_name(served_dashboard: str, study_id: int) -> None:
     blocked_urls: list[str] = []
     page_errors: list[str] = []
 
-    def allow_loopback_only(route: Any) -> None:
-        # The test must not reach beyond this machine, whatever the page requests.
+    def allow_dashboard_only(route: Any) -> None:
+        # Aborting every other request keeps the page from reaching other machines.
         if route.request.url.startswith(served_dashboard + "/"):
             route.continue_()
         else:
@@ -359,7 +366,7 @@ def test_browser_shows_study_name(served_dashboard: str, study_id: int) -> None:
         )
         try:
             page = browser.new_page()
-            page.route("**/*", allow_loopback_only)
+            page.route("**/*", allow_dashboard_only)
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.goto(f"{served_dashboard}/dashboard/studies/{study_id}")
 
@@ -405,8 +412,8 @@ def test_serve_stops_on_sigint(study_url: str, tmp_path: Path) -> None:
 
 
 def test_serve_uses_given_storage(study_url: str, tmp_path: Path) -> None:
-    # Nothing listens on port 1, so the API can list the study only if serve()
-    # uses the given SQLite storage instead of opening this URL.
+    # No server listens on loopback port 1 here, so the API can list the study only
+    # if serve() uses the given SQLite storage instead of opening this URL.
     shown_url = "postgresql+psycopg://u:s3cret@127.0.0.1:1/db"
     log_path = tmp_path / "serve.log"
     process, base_url = start_dashboard(shown_url, log_path, study_url)
@@ -455,9 +462,10 @@ def test_serve_rejects_unsupported_url() -> None:
         dashboard.serve("oracle://u:s3cret@127.0.0.1:1/db", port=0)
 
 
-def test_create_server_on_ipv6_loopback(study_url: str) -> None:
-    storage = optuna.storages.RDBStorage(study_url)
-    server = create_server(storage, host="::1", port=0)
+def test_create_server_on_ipv6_loopback(
+    study_storage: optuna.storages.RDBStorage,
+) -> None:
+    server = create_server(study_storage, host="::1", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -466,7 +474,6 @@ def test_create_server_on_ipv6_loopback(study_url: str) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=STOP_TIMEOUT_S)
-        storage.engine.dispose()
 
     assert status == 200
     assert [s["study_name"] for s in body["study_summaries"]] == [STUDY_NAME]
@@ -474,11 +481,11 @@ def test_create_server_on_ipv6_loopback(study_url: str) -> None:
 
 
 @pytest.mark.parametrize("port", [-1, 65536])
-def test_create_server_rejects_port(study_url: str, port: int) -> None:
-    storage = optuna.storages.RDBStorage(study_url)
-
+def test_create_server_rejects_port(
+    study_storage: optuna.storages.RDBStorage, port: int
+) -> None:
     with pytest.raises(ValueError, match=f"Invalid port {port}: expected 0 to 65535"):
-        create_server(storage, host="127.0.0.1", port=port)
+        create_server(study_storage, host="127.0.0.1", port=port)
 
 
 @pytest.mark.parametrize(
@@ -509,7 +516,7 @@ class StopBeforeBind(Exception):
     [("0.0.0.0", True), ("", True), ("127.0.0.1", False), ("::1", False)],
 )
 def test_create_server_warns_off_loopback(
-    study_url: str,
+    study_storage: optuna.storages.RDBStorage,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     host: str,
@@ -523,13 +530,12 @@ def test_create_server_warns_off_loopback(
         raise StopBeforeBind
 
     monkeypatch.setattr(dashboard, "make_server", record_bind)
-    storage = optuna.storages.RDBStorage(study_url)
 
     with (
         caplog.at_level(logging.WARNING, logger="search.dashboard"),
         pytest.raises(StopBeforeBind),
     ):
-        create_server(storage, host=host, port=8080)
+        create_server(study_storage, host=host, port=8080)
 
     assert bound_hosts == [host]
     messages = [record.getMessage() for record in caplog.records]
