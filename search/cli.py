@@ -1,7 +1,8 @@
 """Command line: ``python -m search COMMAND``.
 
 Results go to stdout and logs to stderr. Exit status: 0 on success, 1 on a
-failure while running, 2 on invalid input or usage, 130 when interrupted.
+failure while running, 2 on invalid input or usage, 130 on SIGINT (Ctrl-C)
+and 143 on SIGTERM.
 Commands import torch only when they train, so ``--help``, ``studies`` and
 ``validate`` start fast.
 """
@@ -13,8 +14,11 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 
 from search.errors import InputError
+from search.interrupts import Interrupted
 from search.spec import SpecError, list_study_files, load_spec, resolve_study
 from search.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
 
@@ -72,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                      "study file's n_trials)")
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                      help="start no new trial after this many seconds")
+    run.add_argument("--accept-changes", action="store_true",
+                     help="continue a stored study although the study file's search "
+                     "space, data, model or training changed; the change is recorded "
+                     "in the study's user attribute search_accepted_changes")
+    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="worker processes on this machine, each with cores/N torch "
+                     "threads (default: 1)")
+    run.add_argument("--heartbeat-interval", type=_positive_int, default=None,
+                     metavar="SECONDS",
+                     help="seconds between heartbeats of a running trial; a trial "
+                     "without one for 4 intervals is failed and retried (default: 60)")
     run.set_defaults(handler=_run)
 
     studies = commands.add_parser("studies", help="list the study files")
@@ -118,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Interrupted as error:
+        print(f"{error}; run the same command again to resume", file=sys.stderr)
+        return error.exit_status
 
 
 def _studies(args: argparse.Namespace) -> int:
@@ -136,33 +154,182 @@ def _studies(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    paths = [resolve_study(f) for f in args.files] or list(list_study_files().values())
+    from search.definition import check_data
+
+    names = args.files or [str(path) for path in list_study_files().values()]
     failed = 0
-    for path in paths:
+    for name in names:
         try:
-            load_spec(path)
+            check_data(load_spec(resolve_study(name)))
         except SpecError as error:
             failed += 1
             for problem in error.problems:
                 print(problem)
             continue
-        print(f"{path}: OK")
+        except InputError as error:
+            failed += 1
+            print(error)
+            continue
+        print(f"{name}: OK")
     return EXIT_INVALID if failed else EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
+    from search.definition import check_runnable
     from search.objective import check_budget
-    from search.report import format_summary, format_trial_line
+    from search.report import format_summary
     from search.runner import RunOptions, run_study
+    from search.workers import WorkersFailed
 
     spec = load_spec(resolve_study(args.study))
     url = resolve_url(args.storage)
+    check_runnable(spec)
     check_budget(spec)
     print(f"study {spec.name!r}: {spec.description}  [storage {mask_url(url)}]", flush=True)
 
-    def progress(study, trial) -> None:
-        print(format_trial_line(study, trial), flush=True)
-
-    study = run_study(spec, url, RunOptions(args.n_trials, args.timeout), on_trial=progress)
+    options = RunOptions(args.n_trials, args.timeout, workers=args.workers,
+                         accept_changes=args.accept_changes)
+    if args.heartbeat_interval is not None:
+        options = replace(options, heartbeat_interval=args.heartbeat_interval)
+    setup_worker_logging = partial(configure_logging, args.verbose - args.quiet)
+    try:
+        study = run_study(spec, url, options, on_trial=print_trial_line,
+                          worker_initializer=setup_worker_logging)
+    except WorkersFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     print(format_summary(study, url))
+    return EXIT_OK
+
+
+def print_trial_line(study, trial) -> None:
+    """Print the progress line of a finished trial.
+
+    It is a module-level function so that worker processes can unpickle it.
+    """
+    from search.report import format_trial_line
+
+    print(format_trial_line(study, trial), flush=True)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0 to 65535 (got {value})")
+    return value
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "csv", "json"), default="text",
+                        help="output an aligned table (default), CSV or JSON")
+
+
+def _add_view_commands(commands) -> None:
+    """Add the commands that read stored studies; each imports its module when run."""
+    listing = commands.add_parser(
+        "list", help="list the stored studies with trial counts and best value"
+    )
+    _add_storage(listing)
+    _add_format(listing)
+    listing.set_defaults(handler=_list)
+
+    show = commands.add_parser(
+        "show", help="show a stored study's top trials and its best trial's curves"
+    )
+    show.add_argument("--study", required=True, metavar="NAME", help="stored study name")
+    _add_storage(show)
+    _add_format(show)
+    show.add_argument("--top", type=_positive_int, default=10, metavar="N",
+                      help="completed trials to list, best first (default: 10)")
+    show.add_argument("--plot", metavar="FILE.png",
+                      help="also save learning rates, metric curves and final values as PNG")
+    show.set_defaults(handler=_show)
+
+    compare = commands.add_parser(
+        "compare", help="compare the schedule families of stored studies, best first"
+    )
+    compare.add_argument("studies", nargs="+", metavar="NAME", help="stored study names")
+    _add_storage(compare)
+    _add_format(compare)
+    compare.add_argument("--plot", metavar="FILE.png",
+                         help="also save learning rates, metric curves and final values "
+                         "as PNG")
+    compare.set_defaults(handler=_compare)
+
+    export = commands.add_parser(
+        "export",
+        help="write a stored study's trials, epochs and batch rates to CSV or Parquet",
+        description="Write the trials to FILE and the epoch and batch rows to its "
+        "siblings with _epochs and _batches added to the name (results.csv, "
+        "results_epochs.csv, results_batches.csv). The suffix .csv, .parquet or .pq "
+        "chooses the format.",
+    )
+    export.add_argument("--study", required=True, metavar="NAME", help="stored study name")
+    export.add_argument("--out", required=True, metavar="FILE",
+                        help="trials file ending in .csv, .parquet or .pq")
+    _add_storage(export)
+    export.set_defaults(handler=_export)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="serve optuna-dashboard on the storage until interrupted"
+    )
+    _add_storage(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to bind (default: 127.0.0.1; any other "
+                           "makes the dashboard reachable from other machines)")
+    dashboard.add_argument("--port", type=_port, default=8080,
+                           help="TCP port (default: 8080; 0 picks a free port)")
+    dashboard.set_defaults(handler=_dashboard)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from search.views import list_view
+
+    print(list_view(resolve_url(args.storage), args.format))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    from search.views import show_view
+
+    url = resolve_url(args.storage)
+    print(show_view(url, args.study, args.format, top=args.top, plot=args.plot))
+    if args.plot:
+        logger.info("wrote plot %s", args.plot)
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from search.views import compare_view
+
+    url = resolve_url(args.storage)
+    print(compare_view(url, args.studies, args.format, plot=args.plot))
+    if args.plot:
+        logger.info("wrote plot %s", args.plot)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from search.views import export_study
+
+    written = export_study(resolve_url(args.storage), args.study, args.out)
+    for kind, (path, rows) in written.items():
+        print(f"{kind}: {path} ({rows} rows)")
+    return EXIT_OK
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from search.dashboard import serve
+
+    # serve() opens the storage with this package's options and blocks until
+    # KeyboardInterrupt, which main() turns into exit status 130.
+    try:
+        serve(resolve_url(args.storage), host=args.host, port=args.port)
+    except (OSError, ModuleNotFoundError) as error:
+        print(f"error: cannot serve the dashboard on {args.host}:{args.port}: {error}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK

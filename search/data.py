@@ -76,7 +76,12 @@ def _load_builtin(name: str) -> tuple[np.ndarray, np.ndarray, str, tuple | None]
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet data file, raising :class:`DataError` with the fix."""
+    """Read a CSV or Parquet data file, raising :class:`DataError` with the fix.
+
+    Neither format runs code from the file: pandas parses CSV as text, and
+    pyarrow 15 and later (the ``parquet`` extra) no longer unpickle Parquet
+    extension types.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in DATA_EXTENSIONS:
@@ -93,6 +98,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: data file is empty; it needs a header and rows") from None
+    except ImportError as error:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow ({error}); install it with: "
+            "pip install -e '.[parquet]'"
+        ) from None
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataError(f"{path}: cannot read the data file ({error})") from None
     if frame.empty:
@@ -112,34 +122,71 @@ def _load_file(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str, None]:
     features = frame.drop(columns=[spec.target])
     if features.shape[1] == 0:
         raise DataError(f"{path}: no feature columns beside the target {spec.target!r}")
-    for column in features.columns:
-        if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(
-            features[column]
-        ):
-            raise DataError(
-                f"{path}: feature column {column!r} is not numeric "
-                f"(dtype {features[column].dtype}); encode it as numbers or drop it"
-            )
-    missing = features.columns[features.isna().any()].tolist()
-    if target.isna().any():
-        missing.insert(0, spec.target)
-    if missing:
-        raise DataError(
-            f"{path}: column {missing[0]!r} has missing values; fill or drop those rows"
-        )
 
     task = spec.task or _infer_task(target)
+    problems = _column_problems(path, features, target, spec.target, task)
+    if problems:
+        raise DataError("\n".join(problems))
     if task == "classification":
+        _check_file_classes(path, target, spec.target)
         y = pd.factorize(target, sort=True)[0]
     else:
-        if not pd.api.types.is_numeric_dtype(target):
-            raise DataError(
-                f"{path}: target column {spec.target!r} is not numeric "
-                f"(dtype {target.dtype}) but the task is regression; "
-                "set data.task = \"classification\" or fix the column"
-            )
         y = target.to_numpy(dtype=np.float64)
     return features.to_numpy(dtype=np.float64), y, task, None
+
+
+def _column_problems(path: str, features: pd.DataFrame, target: pd.Series,
+                     target_name: str, task: str) -> list[str]:
+    """Return one message per unusable column: not numeric, missing or infinite values."""
+    problems = []
+    columns = [(target_name, target, "target")] + [
+        (name, features[name], "feature") for name in features.columns
+    ]
+    for name, column, role in columns:
+        numeric = pd.api.types.is_numeric_dtype(column)
+        if role == "feature" and not numeric:
+            present = column.dropna()
+            example = f", first value {present.iloc[0]!r}" if len(present) else ""
+            problems.append(
+                f"{path}: feature column {name!r} is not numeric (dtype {column.dtype}"
+                f"{example}); encode it as numbers or drop the column"
+            )
+            continue
+        if role == "target" and task == "regression" and not numeric:
+            problems.append(
+                f"{path}: target column {name!r} is not numeric (dtype {column.dtype}) "
+                "but the task is regression; set data.task = \"classification\" or "
+                "fix the column"
+            )
+            continue
+        missing = column.isna()
+        if missing.any():
+            rows = ", ".join(str(i + 1) for i in np.flatnonzero(missing)[:5])
+            problems.append(
+                f"{path}: {role} column {name!r} has {int(missing.sum())} missing "
+                f"values (data rows {rows}, counting from 1); fill or drop those rows"
+            )
+        elif numeric and not pd.api.types.is_bool_dtype(column):
+            infinite = ~np.isfinite(column.to_numpy(dtype=np.float64))
+            if infinite.any():
+                problems.append(
+                    f"{path}: {role} column {name!r} has {int(infinite.sum())} infinite "
+                    "values; replace or drop those rows"
+                )
+    return problems
+
+
+def _check_file_classes(path: str, target: pd.Series, target_name: str) -> None:
+    counts = target.value_counts()
+    rare = counts[counts < 2]
+    if len(rare):
+        label = rare.index[0]
+        raise DataError(
+            f"{path}: target column {target_name!r}: class {label!r} has {int(rare.iloc[0])}"
+            f" row, too few for a stratified split (each class needs 2); add rows of that "
+            "class, drop them, or set data.task = \"regression\" if the target is a "
+            "quantity"
+        )
 
 
 def _infer_task(target: pd.Series) -> str:

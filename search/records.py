@@ -125,9 +125,8 @@ def create_tables(url: str) -> None:
         logger.debug("per-epoch tables were created by another worker: %s", error)
 
 
-def write_epoch(url: str, record: EpochRecord, batch_lrs: Sequence[float] = ()) -> None:
-    """Insert one epoch row and, for batch-stepped families, its batch rates."""
-    row = {
+def _epoch_row(record: EpochRecord) -> dict:
+    return {
         "study_name": record.study_name,
         "trial_id": record.trial_id,
         "trial_number": record.trial_number,
@@ -138,7 +137,10 @@ def write_epoch(url: str, record: EpochRecord, batch_lrs: Sequence[float] = ()) 
         "metric": _finite(record.metric),
         "duration_s": _finite(record.duration_s),
     }
-    batch_rows = [
+
+
+def _batch_rows(record: EpochRecord, batch_lrs: Sequence[float]) -> list[dict]:
+    return [
         {
             "study_name": record.study_name,
             "trial_id": record.trial_id,
@@ -149,8 +151,21 @@ def write_epoch(url: str, record: EpochRecord, batch_lrs: Sequence[float] = ()) 
         }
         for index, lr in enumerate(batch_lrs)
     ]
+
+
+def write_epoch(url: str, record: EpochRecord, batch_lrs: Sequence[float] = ()) -> None:
+    """Insert one epoch row and, for batch-stepped families, its batch rates."""
+    write_epochs(url, [(record, batch_lrs)])
+
+
+def write_epochs(url: str, epochs: Sequence[tuple[EpochRecord, Sequence[float]]]) -> None:
+    """Insert epoch rows, each with its batch rates, in one transaction and in order."""
+    rows = [_epoch_row(record) for record, _ in epochs]
+    batch_rows = [row for record, lrs in epochs for row in _batch_rows(record, lrs)]
+    if not rows:
+        return
     with get_engine(url).begin() as connection:
-        connection.execute(epochs_table.insert(), [row])
+        connection.execute(epochs_table.insert(), rows)
         if batch_rows:
             connection.execute(batches_table.insert(), batch_rows)
 

@@ -796,6 +796,7 @@ def spec_to_dict(spec: StudySpec) -> dict:
 
     out = convert(spec)
     out.pop("path", None)
+    out.pop("warnings", None)
     out["families"] = {f["name"]: f["params"] for f in out["families"]}
     return out
 

@@ -6,14 +6,21 @@ the same database, opened with the same engine options.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
+import time
+import warnings
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
 from search.errors import InputError
 
@@ -26,6 +33,15 @@ STORAGE_ENV = "SEARCH_STORAGE"
 # worker's trial writes its epoch rows.
 SQLITE_TIMEOUT_S = 60.0
 SUPPORTED_DRIVERS = ("sqlite", "postgresql+psycopg", "mysql+pymysql")
+# Seconds a worker waits for another worker to finish creating the tables and
+# the study before it gives up.
+SETUP_LOCK_TIMEOUT_S = 120.0
+# PostgreSQL advisory locks take a 64-bit key; this one is fixed for the package.
+_SETUP_LOCK_KEY = zlib.crc32(b"search: create tables and study")
+# Appended to a SQLite database's path to name the lock file of setup_lock.
+SQLITE_LOCK_SUFFIX = "-setup.lock"
+# User attribute of a retried trial: the number of the trial whose worker died.
+RETRY_OF_ATTR = "retry_of"
 
 
 class StorageError(InputError):
@@ -110,6 +126,57 @@ def prepare_sqlite(url: str) -> None:
         connection.close()
 
 
+class RetryStaleTrial:
+    """Heartbeat-stale trial callback: log the failed trial and queue it again.
+
+    Optuna calls it after it marks FAIL a RUNNING trial whose heartbeat is older
+    than the grace period, which happens when its worker was killed or lost
+    its connection. Optuna's ``RetryHeartbeatStaleTrialCallback`` then adds a
+    WAITING trial with the same parameters, and the next worker to ask for a
+    trial runs it. The retry stores the original trial's number in the system
+    attribute ``failed_trial`` (Optuna's) and the failed trial's number in the
+    user attribute ``retry_of``, which the dashboard shows.
+    """
+
+    def __init__(self, max_retry: int):
+        import optuna
+
+        self.max_retry = max_retry
+        with _experimental_allowed():
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=max_retry
+            )
+
+    def __call__(self, study, trial) -> None:
+        retries = len(trial.system_attrs.get("retry_history", []))
+        if retries >= self.max_retry:
+            logger.warning(
+                "trial %d of study %r failed: no heartbeat from its worker; not "
+                "retried, because its parameters already ran %d more times",
+                trial.number, study.study_name, retries,
+            )
+            return
+        trial.user_attrs = {**trial.user_attrs, RETRY_OF_ATTR: trial.number}
+        self._retry(study, trial)
+        logger.warning(
+            "trial %d of study %r failed: no heartbeat from its worker (killed or "
+            "disconnected); its parameters were queued again (retry %d of %d)",
+            trial.number, study.study_name, retries + 1, self.max_retry,
+        )
+
+
+@contextlib.contextmanager
+def _experimental_allowed() -> Iterator[None]:
+    # Optuna 5.1 marks the heartbeat (RDBStorage's heartbeat_interval and
+    # RetryHeartbeatStaleTrialCallback) as experimental and warns on each use.
+    # Optuna silences the same warning around its own fail_stale_trials call.
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def make_storage(url: str, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, max_retry: int | None = None):
     """Open Optuna's RDBStorage on ``url``, creating its tables if needed.
@@ -120,9 +187,10 @@ def make_storage(url: str, heartbeat_interval: int | None = None,
         SQLAlchemy URL of the database.
     heartbeat_interval : int, optional
         Seconds between heartbeats of a running trial. With it, a trial whose
-        worker died is marked FAIL once its heartbeat is older than
-        ``grace_period`` and, when ``max_retry`` is given, its parameters are
-        enqueued again.
+        worker died is marked FAIL, by the next worker that asks for a trial,
+        once its heartbeat is older than ``grace_period`` (default: 4 times
+        the interval). When ``max_retry`` is given, its parameters are then
+        queued again, at most ``max_retry`` times (see :class:`RetryStaleTrial`).
 
     Raises
     ------
@@ -138,18 +206,143 @@ def make_storage(url: str, heartbeat_interval: int | None = None,
         options["heartbeat_interval"] = heartbeat_interval
         options["grace_period"] = grace_period or 4 * heartbeat_interval
         if max_retry is not None:
-            options["heartbeat_stale_trial_callback"] = (
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-            )
+            options["heartbeat_stale_trial_callback"] = RetryStaleTrial(max_retry)
     try:
-        return optuna.storages.RDBStorage(url, **options)
+        with _experimental_allowed():
+            return optuna.storages.RDBStorage(url, **options)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
         raise StorageError(_unreachable(url, error)) from None
     except ModuleNotFoundError as error:
+        raise _driver_missing(url, error) from None
+
+
+def close_storage(storage) -> None:
+    """Close the pooled connections of an RDBStorage from :func:`make_storage`."""
+    storage.remove_session()
+    storage.engine.dispose()
+
+
+def _driver_missing(url: str, error: ModuleNotFoundError) -> StorageError:
+    return StorageError(
+        f"the driver for {mask_url(url)!r} is not installed ({error.name}); "
+        "install it with: pip install -e '.[postgresql]' or -e '.[mysql]'"
+    )
+
+
+@contextlib.contextmanager
+def setup_lock(url: str, timeout: float = SETUP_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold a lock that serializes table and study creation among workers.
+
+    Workers started at the same moment on an empty database would otherwise
+    race in Optuna's table creation and Alembic stamp, which fail with
+    duplicate-table or duplicate-key errors on PostgreSQL and MySQL. The lock
+    is a session-level advisory lock on PostgreSQL (``pg_try_advisory_lock``),
+    a named lock on MySQL/MariaDB (``GET_LOCK``, named after the database) and
+    an ``flock`` on the file ``DATABASE-setup.lock`` next to a SQLite file, so
+    it is released when the holder's connection or process ends, even on
+    SIGKILL. The SQLite lock file stays in place afterwards.
+
+    Raises
+    ------
+    StorageError
+        If the URL is invalid, the database cannot be reached, or another
+        worker holds the lock for longer than ``timeout`` seconds.
+    """
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        with _sqlite_setup_lock(url, parsed.database, timeout):
+            yield
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    except ModuleNotFoundError as error:
+        raise _driver_missing(url, error) from None
+    try:
+        with engine.connect() as connection:
+            _acquire_server_lock(url, connection, backend, parsed.database, timeout)
+            try:
+                yield
+            finally:
+                _release_server_lock(connection, backend, parsed.database)
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
+        raise StorageError(_unreachable(url, error)) from None
+    finally:
+        engine.dispose()
+
+
+def _mysql_lock_name(database: str | None) -> str:
+    # GET_LOCK names are server-wide, at most 64 characters.
+    return f"search_setup.{database or ''}"[:64]
+
+
+def _acquire_server_lock(url: str, connection, backend: str, database: str | None,
+                         timeout: float) -> None:
+    if backend == "postgresql":
+        query = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
+        deadline = time.monotonic() + timeout
+        while not connection.execute(query, {"key": _SETUP_LOCK_KEY}).scalar():
+            connection.rollback()
+            if time.monotonic() > deadline:
+                raise _lock_timed_out(url, timeout)
+            time.sleep(0.1)
+        connection.commit()
+        return
+    acquired = connection.execute(
+        sqlalchemy.text("SELECT GET_LOCK(:name, :timeout)"),
+        {"name": _mysql_lock_name(database), "timeout": timeout},
+    ).scalar()
+    if acquired != 1:
+        raise _lock_timed_out(url, timeout)
+
+
+def _release_server_lock(connection, backend: str, database: str | None) -> None:
+    if connection.invalidated or connection.closed:
+        return
+    if backend == "postgresql":
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"),
+                           {"key": _SETUP_LOCK_KEY})
+    else:
+        connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"),
+                           {"name": _mysql_lock_name(database)})
+    connection.commit()
+
+
+@contextlib.contextmanager
+def _sqlite_setup_lock(url: str, database: str, timeout: float) -> Iterator[None]:
+    # The lock is on a separate file, never on the database itself: closing any
+    # descriptor of a file drops all of the process's fcntl locks on it, so
+    # SQLite's own locks would vanish and the WAL could be deleted under the
+    # other workers.
+    path = Path(f"{Path(database).expanduser()}{SQLITE_LOCK_SUFFIX}")
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
         raise StorageError(
-            f"the driver for {mask_url(url)!r} is not installed ({error.name}); "
-            "install it with: pip install -e '.[postgresql]' or -e '.[mysql]'"
+            f"cannot create the lock file {path} of SQLite storage {mask_url(url)!r} "
+            f"({error.strerror}); check the folder's permissions"
         ) from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _lock_timed_out(url, timeout) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the flock
+
+
+def _lock_timed_out(url: str, timeout: float) -> StorageError:
+    return StorageError(
+        f"timed out after {timeout:g} s waiting for another worker to finish creating "
+        f"the tables and the study in {mask_url(url)!r}; check for a hung worker "
+        "and run the command again"
+    )
 
 
 def prepare_sqlite_safely(url: str) -> None:

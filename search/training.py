@@ -2,7 +2,8 @@
 
 The fast path: training and validation batches are slices of whole in-memory
 tensors (:class:`TensorBatchIterator`), not samples indexed and collated one by
-one, with the same shuffling as skorch's default DataLoader.
+one, with the same shuffling as skorch's default DataLoader, and the net skips
+per-batch work that a trial does not use (:class:`LeanNeuralNetClassifier`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback, LRScheduler
-from skorch.dataset import Dataset
+from skorch.dataset import Dataset, unpack_data
 from skorch.helper import predefined_split
 from torch import nn
 
@@ -37,7 +40,8 @@ class TensorBatchIterator:
     shuffle=...)``. Random draws follow ``torch.utils.data.DataLoader`` with a
     ``RandomSampler`` exactly (one draw for the loader's base seed, one for the
     sampler's permutation), so a seeded trial shuffles, and draws dropout
-    masks, as it would with skorch's default iterator.
+    masks, as it would with skorch's default iterator. A shuffled epoch gathers
+    the permuted tensors once, so every batch is a view of contiguous rows.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False,
@@ -53,19 +57,104 @@ class TensorBatchIterator:
 
     def __iter__(self):
         torch.empty((), dtype=torch.int64).random_()  # DataLoader's base seed
-        order = None
+        X, y = self.X, self.y
         if self.shuffle:
             seed = int(torch.empty((), dtype=torch.int64).random_().item())
             generator = torch.Generator()
             generator.manual_seed(seed)
             order = torch.randperm(self.n_samples, generator=generator)
+            X = X[order]
+            y = None if y is None else y[order]
         for start in range(0, self.n_samples, self.batch_size):
-            if order is None:
-                index = slice(start, start + self.batch_size)
-            else:
-                index = order[start:start + self.batch_size]
-            y = None if self.y is None else self.y[index]
-            yield self.X[index], y
+            stop = start + self.batch_size
+            yield X[start:stop], None if y is None else y[start:stop]
+
+
+class ValidAccuracy(Callback):
+    """Record ``valid_acc`` from the logits of the validation batches.
+
+    It stands in for skorch's default ``EpochScoring("accuracy")`` callback,
+    which reaches the same fraction of correct predictions through
+    scikit-learn's scorer and a softmax per epoch. Like it, it also records
+    ``valid_acc_best``.
+    """
+
+    def initialize(self):
+        self.best_ = None
+        self.correct_ = 0
+        self.count_ = 0
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.correct_ = 0
+        self.count_ = 0
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if training:
+            return
+        y = batch[1]
+        self.correct_ += int((y_pred.argmax(dim=1) == y).sum())
+        self.count_ += len(y)
+
+    def on_epoch_end(self, net, **kwargs):
+        if not self.count_:
+            return
+        accuracy = self.correct_ / self.count_
+        is_best = self.best_ is None or accuracy > self.best_
+        if is_best:
+            self.best_ = accuracy
+        net.history.record("valid_acc", accuracy)
+        net.history.record("valid_acc_best", is_best)
+
+
+class _LeanEpochs:
+    """Mixin for skorch nets that drops per-batch and per-epoch work a trial never uses.
+
+    - The module and criterion switch between train and eval mode once per
+      epoch phase, not before every batch.
+    - ``PrintLog`` is left out, because it formats a table every epoch even
+      with ``verbose=0``.
+    - ``valid_acc`` comes from :class:`ValidAccuracy`.
+    """
+
+    def get_default_callbacks(self):
+        lean = []
+        for name, callback in super().get_default_callbacks():
+            if name == "print_log":
+                continue
+            if name == "valid_acc":
+                callback = ValidAccuracy()
+            lean.append((name, callback))
+        return lean
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if iterator is not None:
+            # NOTE: _set_training is skorch's private helper (skorch 1.4), the one
+            # its train_step_single and validation_step call on every batch.
+            self._set_training(training)
+        super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+
+    def train_step_single(self, batch, **fit_params):
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def validation_step(self, batch, **fit_params):
+        Xi, yi = unpack_data(batch)
+        with torch.no_grad():
+            y_pred = self.infer(Xi, **fit_params)
+            loss = self.get_loss(y_pred, yi, X=Xi, training=False)
+        return {"loss": loss, "y_pred": y_pred}
+
+
+class LeanNeuralNetClassifier(_LeanEpochs, NeuralNetClassifier):
+    """``NeuralNetClassifier`` without the per-batch work a trial does not use."""
+
+
+class LeanNeuralNetRegressor(_LeanEpochs, NeuralNetRegressor):
+    """``NeuralNetRegressor`` without the per-batch work a trial does not use."""
 
 
 class TrainingDiverged(Exception):
@@ -75,6 +164,14 @@ class TrainingDiverged(Exception):
         self.epoch = epoch
         self.train_loss = train_loss
         super().__init__(f"training loss is {train_loss} at epoch {epoch}")
+
+
+class StopRequested(Exception):
+    """Raised in the training thread when the sink asked to stop after ``epoch``."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"stop requested after epoch {epoch}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +186,43 @@ class EpochSummary:
     duration_s: float | None
     batch_lrs: Sequence[float]
 
+    @property
+    def diverged(self) -> bool:
+        """Whether the training loss is NaN or infinite."""
+        return self.train_loss is not None and not math.isfinite(self.train_loss)
+
+
+class BackgroundJobs:
+    """Run jobs in submission order on one daemon thread, and re-raise their errors.
+
+    A job's exception is raised by the next :meth:`wait` or :meth:`close`, in
+    the thread that calls it.
+    """
+
+    def __init__(self, name: str = "search-storage"):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._futures: list[Future] = []
+
+    def submit(self, job: Callable[[], object]) -> Future:
+        future = self._executor.submit(job)
+        self._futures.append(future)
+        return future
+
+    def wait(self) -> None:
+        """Block until every submitted job has finished; raise the first job error."""
+        futures, self._futures = self._futures, []
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """Wait for the submitted jobs, then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._executor.shutdown(wait=True)
+
 
 class EpochRecorder(Callback):
     """Pass each finished epoch, with its learning rates, to ``sink``.
@@ -98,17 +232,32 @@ class EpochRecorder(Callback):
     first batch for batch-stepped ones. With ``keep_batch_lrs`` every training
     batch's rate is kept too. A NaN or infinite training loss raises
     :class:`TrainingDiverged` after the epoch is passed on.
+
+    ``sink(summary)`` returns True to stop training after that epoch, which
+    raises :class:`StopRequested`. Given ``jobs``, the sink runs on their
+    background thread while the next epoch trains: the result for epoch N is
+    collected at the end of epoch N + 1, before that epoch is passed on, so a
+    stop after epoch N passes on the same epochs as a sink in the training
+    thread, and epoch N + 1 is discarded. The last epoch's result is collected
+    in ``on_train_end``; a diverged epoch's right away. Call ``jobs.close()``
+    after ``fit``, also when it raised, so that every epoch is stored.
+
+    ``sink_wait_s_`` is the time in seconds the training thread spent in the
+    sink, or in handing epochs off and waiting for their results.
     """
 
-    def __init__(self, metric: str, sink: Callable[[EpochSummary], None],
-                 keep_batch_lrs: bool = False):
+    def __init__(self, metric: str, sink: Callable[[EpochSummary], bool | None],
+                 keep_batch_lrs: bool = False, jobs: BackgroundJobs | None = None):
         self.metric = metric
         self.sink = sink
         self.keep_batch_lrs = keep_batch_lrs
+        self.jobs = jobs
 
     def initialize(self):
         self.batch_lrs_: list[float] = []
         self.started_ = None
+        self.pending_: tuple[int, Future] | None = None
+        self.sink_wait_s_ = 0.0
         return self
 
     def on_epoch_begin(self, net, **kwargs):
@@ -119,11 +268,10 @@ class EpochRecorder(Callback):
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
             return
-        lr = net.optimizer_.param_groups[0]["lr"]
         if self.epoch_lr_ is None:
-            self.epoch_lr_ = lr
+            self.epoch_lr_ = net.optimizer_.param_groups[0]["lr"]
         if self.keep_batch_lrs:
-            self.batch_lrs_.append(lr)
+            self.batch_lrs_.append(net.optimizer_.param_groups[0]["lr"])
 
     def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]
@@ -136,10 +284,36 @@ class EpochRecorder(Callback):
             duration_s=row.get("dur", time.perf_counter() - self.started_),
             batch_lrs=tuple(self.batch_lrs_),
         )
-        self.sink(summary)
-        train_loss = summary.train_loss
-        if train_loss is not None and not math.isfinite(train_loss):
-            raise TrainingDiverged(summary.epoch, train_loss)
+        started = time.perf_counter()
+        try:
+            self._collect()
+            if self.jobs is None:
+                if self.sink(summary):
+                    raise StopRequested(summary.epoch)
+            else:
+                future = self.jobs.submit(partial(self.sink, summary))
+                self.pending_ = (summary.epoch, future)
+                if summary.diverged:
+                    self._collect()
+        finally:
+            self.sink_wait_s_ += time.perf_counter() - started
+        if summary.diverged:
+            raise TrainingDiverged(summary.epoch, summary.train_loss)
+
+    def on_train_end(self, net, **kwargs):
+        started = time.perf_counter()
+        try:
+            self._collect()
+        finally:
+            self.sink_wait_s_ += time.perf_counter() - started
+
+    def _collect(self) -> None:
+        if self.pending_ is None:
+            return
+        epoch, future = self.pending_
+        self.pending_ = None
+        if future.result():
+            raise StopRequested(epoch)
 
 
 def build_scheduler_callback(family: str, kwargs: dict) -> LRScheduler | None:
@@ -182,11 +356,15 @@ def build_net(
     callbacks : sequence of (name, Callback)
         Added after the scheduler callback, in order.
     fast : bool (default=True)
-        Feed batches with :class:`TensorBatchIterator`; False uses skorch's
-        default DataLoader.
+        Feed batches with :class:`TensorBatchIterator` to a lean net
+        (:class:`LeanNeuralNetClassifier`, :class:`LeanNeuralNetRegressor`);
+        False builds skorch's plain net with its default DataLoader.
     """
     classification = data.task == "classification"
-    net_cls = NeuralNetClassifier if classification else NeuralNetRegressor
+    if fast:
+        net_cls = LeanNeuralNetClassifier if classification else LeanNeuralNetRegressor
+    else:
+        net_cls = NeuralNetClassifier if classification else NeuralNetRegressor
     optimizer = training.optimizer
     options: dict = {
         "module": module_factory,

@@ -170,9 +170,14 @@ def _top_trials(trials: pd.DataFrame, top: int) -> pd.DataFrame:
     return best
 
 
+STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
+               "RUNNING": "running", "WAITING": "waiting"}
+
+
 def _counts_text(trials: pd.DataFrame) -> str:
     counts = trials["state"].value_counts()
-    parts = [f"{count} {state.lower()}" for state, count in counts.items()]
+    parts = [f"{count} {STATE_WORDS.get(state, state.lower())}"
+             for state, count in counts.items()]
     return f"{len(trials)} trials" + (": " + ", ".join(parts) if parts else "")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+from stored_study import stored_study  # noqa: F401  (a session fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = REPO / "studies"

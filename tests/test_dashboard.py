@@ -572,3 +572,199 @@ def test_mask_storage_url_keeps_sqlite_path(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
 
     assert mask_storage_url(url) == url
+
+
+# The tests below serve a study that this package trained (see stored_study.py)
+# through the command line, as ``python -m search dashboard`` does.
+
+
+def start_cli_dashboard(storage_url: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m search dashboard`` and wait until its API responds."""
+    port = find_free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.pop("SEARCH_STORAGE", None)
+    args = [sys.executable, "-m", "search", "dashboard", "--storage", storage_url,
+            "--port", str(port)]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"python -m search dashboard exited with status "
+                        f"{process.returncode}. Output:\n{log_path.read_text()}")
+        try:
+            status, _ = get_json(f"{base_url}/api/meta")
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+            continue
+        if status == 200:
+            return process, base_url
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    pytest.fail(f"python -m search dashboard did not respond on {base_url} within "
+                f"{STARTUP_TIMEOUT_S} s. Output:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def package_dashboard(stored_study, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    log_path = tmp_path_factory.mktemp("package-dashboard") / "dashboard.log"
+    process, base_url = start_cli_dashboard(stored_study.url, log_path)
+    yield base_url, log_path
+    if process.poll() is None:
+        stop_dashboard(process)
+
+
+@pytest.fixture(scope="module")
+def package_study_detail(package_dashboard, stored_study) -> dict:
+    base_url, _ = package_dashboard
+    status, body = get_json(f"{base_url}/api/studies")
+    assert status == 200
+    ids = {s["study_name"]: s["study_id"] for s in body["study_summaries"]}
+    assert list(ids) == [stored_study.name, stored_study.loss_name]
+    status, detail = get_json(f"{base_url}/api/studies/{ids[stored_study.name]}")
+    assert status == 200
+    detail["study_id"] = ids[stored_study.name]
+    return detail
+
+
+def test_cli_dashboard_trials_match_study(stored_study, package_study_detail) -> None:
+    from search.records import epochs_table, read_rows
+
+    study = optuna.load_study(study_name=stored_study.name, storage=stored_study.url)
+    shown = {t["number"]: t for t in package_study_detail["trials"]}
+    epoch_rows = read_rows(stored_study.url, epochs_table, [stored_study.name])
+
+    assert sorted(shown) == [t.number for t in study.trials]
+    assert {t["state"] for t in shown.values()} == {"Complete", "Pruned", "Fail"}
+    for trial in study.trials:
+        item = shown[trial.number]
+        assert item["state"] == trial.state.name.capitalize()
+        params = {p["name"]: p["param_external_value"] for p in item["params"]}
+        assert params["scheduler"] == trial.params["scheduler"]
+        assert set(params) == set(trial.params)
+        user_attrs = {a["key"]: a["value"] for a in item["user_attrs"]}
+        assert json.loads(user_attrs["scheduler_kwargs"]) == (
+            trial.user_attrs["scheduler_kwargs"]
+        )
+        assert user_attrs["step_every"] == trial.user_attrs["step_every"]
+        assert user_attrs["seed"] == str(trial.user_attrs["seed"])
+        # The curve is the study metric per epoch: step 0 is epoch 1 of search_epochs.
+        metrics = {row["epoch"] - 1: row["metric"] for row in epoch_rows
+                   if row["trial_id"] == trial._trial_id}
+        curve = {point["step"]: point["value"] for point in item["intermediate_values"]}
+        assert curve == trial.intermediate_values
+        assert all(curve[step] == metrics[step] for step in curve)
+
+
+def test_cli_dashboard_intermediate_values(package_study_detail) -> None:
+    assert package_study_detail["has_intermediate_values"] is True
+    assert package_study_detail["directions"] == ["maximize"]
+
+
+def test_cli_dashboard_logs_start(package_dashboard, stored_study) -> None:
+    base_url, log_path = package_dashboard
+
+    output = log_path.read_text()
+
+    assert f"for storage {stored_study.url} at {base_url}/dashboard" in output
+
+
+def test_browser_shows_package_trial(package_dashboard, package_study_detail) -> None:
+    require_chromium(CHROMIUM_PATH)
+    from playwright.sync_api import expect, sync_playwright
+
+    base_url, _ = package_dashboard
+    trial = next(t for t in package_study_detail["trials"]
+                 if any(p["param_external_value"] == "OneCycleLR" for p in t["params"]))
+    user_attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+    blocked_urls: list[str] = []
+
+    def allow_loopback_only(route: Any) -> None:
+        if route.request.url.startswith(base_url + "/"):
+            route.continue_()
+        else:
+            blocked_urls.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.route("**/*", allow_loopback_only)
+            page.goto(f"{base_url}/dashboard/studies/{package_study_detail['study_id']}"
+                      f"/trials?numbers={trial['number']}")
+            heading = page.get_by_text(
+                f"Trial {trial['number']} (trial_id={trial['trial_id']})", exact=True
+            )
+            expect(heading).to_be_visible(timeout=20_000)
+            body = page.locator("body")
+            expect(body).to_contain_text("OneCycleLR.pct_start")
+            expect(body).to_contain_text(user_attrs["scheduler_kwargs"])
+            expect(body).to_contain_text("Intermediate Values")
+            for point in trial["intermediate_values"]:
+                expect(body).to_contain_text(str(point["value"]))
+        finally:
+            browser.close()
+
+    assert blocked_urls == []
+
+
+def test_cli_dashboard_warns_off_loopback(stored_study, monkeypatch, capsys) -> None:
+    from search.cli import main
+
+    bound_hosts: list[str] = []
+
+    def record_bind(host: str, *args: Any, **kwargs: Any) -> None:
+        # A spy in place of wsgiref's make_server, so no socket is bound off loopback.
+        bound_hosts.append(host)
+        raise OSError("bind skipped by the test")
+
+    monkeypatch.setattr(dashboard, "make_server", record_bind)
+
+    status = main(["dashboard", "--storage", stored_study.url, "--host", "0.0.0.0"])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert bound_hosts == ["0.0.0.0"]
+    assert "reachable from other machines" in err
+    assert "cannot serve the dashboard on 0.0.0.0:8080: bind skipped by the test" in err
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_cli_dashboard_rejects_port(port: str, capsys) -> None:
+    from search.cli import main
+
+    status = main(["dashboard", "--port", port])
+
+    assert status == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_cli_dashboard_rejects_url(capsys) -> None:
+    from search.cli import main
+
+    status = main(["dashboard", "--storage", "oracle://u:s3cret@127.0.0.1:1/db"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "unsupported storage URL scheme 'oracle'" in err
+    assert "s3cret" not in err
+
+
+def test_cli_dashboard_stops_on_sigint(stored_study, tmp_path: Path) -> None:
+    log_path = tmp_path / "dashboard.log"
+    process, _ = start_cli_dashboard(stored_study.url, log_path)
+
+    returncode = stop_dashboard(process)
+
+    output = log_path.read_text()
+    assert returncode == 130, output
+    assert "optuna-dashboard stopped." in output
