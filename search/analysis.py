@@ -38,29 +38,84 @@ KWARG_PREFIX = "kwargs_"
 MULTI_OBJECTIVE = "multi-objective"
 
 TRIAL_COLUMNS = [
-    "study", "number", "trial_id", "state", "value", "direction", "metric",
-    "family", "step_every", "seed", "epochs", "datetime_start",
-    "datetime_complete", "duration_s", "failure_reason", "scheduler_kwargs",
+    "study",
+    "number",
+    "trial_id",
+    "state",
+    "value",
+    "direction",
+    "metric",
+    "family",
+    "step_every",
+    "seed",
+    "epochs",
+    "datetime_start",
+    "datetime_complete",
+    "duration_s",
+    "failure_reason",
+    "scheduler_kwargs",
 ]
 EPOCH_COLUMNS = [
-    "study", "trial_id", "number", "epoch", "lr", "train_loss", "valid_loss",
-    "metric", "duration_s",
+    "study",
+    "trial_id",
+    "number",
+    "epoch",
+    "lr",
+    "train_loss",
+    "valid_loss",
+    "metric",
+    "duration_s",
 ]
-BATCH_COLUMNS = ["study", "trial_id", "number", "epoch", "batch", "step", "progress", "lr"]
+BATCH_COLUMNS = [
+    "study",
+    "trial_id",
+    "number",
+    "epoch",
+    "batch",
+    "step",
+    "progress",
+    "lr",
+]
 COMPARISON_COLUMNS = [
-    "study", "family", "direction", "trials", "complete", "pruned", "failed",
-    "best_value", "best_number", "median", "q25", "q75", "iqr", "std", "epochs",
-    "wall_time_s", "best_lr", "best_config", "best_scheduler_kwargs",
+    "study",
+    "family",
+    "direction",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "best_value",
+    "best_number",
+    "median",
+    "q25",
+    "q75",
+    "iqr",
+    "std",
+    "epochs",
+    "wall_time_s",
+    "best_lr",
+    "best_config",
+    "best_scheduler_kwargs",
 ]
 SUMMARY_COLUMNS = [
-    "study", "direction", "metric", "trials", "complete", "pruned", "failed",
-    "running", "best_value", "best_number", "best_family", "datetime_start",
+    "study",
+    "direction",
+    "metric",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "running",
+    "best_value",
+    "best_number",
+    "best_family",
+    "datetime_start",
 ]
 _TABLE_RENAMES = {"study_name": "study", "trial_number": "number"}
 
 
 class StudyNotFoundError(InputError):
-    """Raised when a study name is not in the storage; the message lists those that are."""
+    """Raised when a study is not in the storage; the message lists the stored ones."""
 
     def __init__(self, name: str, available: Sequence[str], storage_url: str):
         self.name = name
@@ -101,7 +156,11 @@ def open_storage(storage_url: str) -> BaseStorage:
         parsed = None
     if parsed is not None and parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:" and not Path(database).expanduser().exists():
+        if (
+            database
+            and database != ":memory:"
+            and not Path(database).expanduser().exists()
+        ):
             raise StorageError(
                 f"SQLite storage file {database} does not exist; check --storage or "
                 "$SEARCH_STORAGE, or create it with: python -m search run --study NAME"
@@ -187,7 +246,7 @@ def _single_value(trial: FrozenTrial) -> float:
 
 def _kwarg_cell(value: Any) -> Any:
     # Lists (MultiStepLR's milestones) become JSON text, so that every column
-    # holds scalars and survives CSV and Parquet.
+    # contains scalars and survives CSV and Parquet.
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(list(value) if isinstance(value, tuple) else value)
     return value
@@ -222,7 +281,9 @@ def _trial_row(study, trial: FrozenTrial, epoch_counts: dict[int, int]) -> dict:
     return row
 
 
-def trials_frame(storage_url: str, studies: str | Iterable[str] | None = None) -> pd.DataFrame:
+def trials_frame(
+    storage_url: str, studies: str | Iterable[str] | None = None
+) -> pd.DataFrame:
     """Read one row per trial of one or more stored studies.
 
     Parameters
@@ -295,10 +356,16 @@ def trials_frame(storage_url: str, studies: str | Iterable[str] | None = None) -
 def _set_trial_dtypes(
     frame: pd.DataFrame, integer_params: set[str], kwarg_types: dict[str, set[type]]
 ) -> pd.DataFrame:
-    frame = frame.astype({
-        "number": "int64", "trial_id": "int64", "epochs": "int64",
-        "value": "float64", "duration_s": "float64", "seed": "Int64",
-    })
+    frame = frame.astype(
+        {
+            "number": "int64",
+            "trial_id": "int64",
+            "epochs": "int64",
+            "value": "float64",
+            "duration_s": "float64",
+            "seed": "Int64",
+        }
+    )
     for column in ("datetime_start", "datetime_complete"):
         frame[column] = pd.to_datetime(frame[column])
     for column in integer_params:
@@ -410,7 +477,9 @@ def _sort_best_first(frame: pd.DataFrame, column: str, direction: str) -> pd.Dat
     )
 
 
-def best_trials(trials: pd.DataFrame, n: int = 1, per_family: bool = True) -> pd.DataFrame:
+def best_trials(
+    trials: pd.DataFrame, n: int = 1, per_family: bool = True
+) -> pd.DataFrame:
     """Select the best completed trials of each study, or of each study and family.
 
     Parameters
@@ -429,8 +498,10 @@ def best_trials(trials: pd.DataFrame, n: int = 1, per_family: bool = True) -> pd
         the study's direction. Multi-objective studies give no rows.
     """
     keys = ["study", "family"] if per_family else ["study"]
-    complete = trials[(trials["state"] == TrialState.COMPLETE.name)
-                      & (trials["direction"] != MULTI_OBJECTIVE)]
+    complete = trials[
+        (trials["state"] == TrialState.COMPLETE.name)
+        & (trials["direction"] != MULTI_OBJECTIVE)
+    ]
     parts = []
     for _, group in complete.groupby(keys, sort=False, dropna=False):
         direction = group["direction"].iloc[0]
@@ -467,7 +538,9 @@ def format_config(trial: pd.Series) -> str:
         name = column.removeprefix(PARAM_PREFIX)
         if name == "scheduler":
             continue
-        parts.append((name != "lr", f"{name.split('.', 1)[-1]}={_format_number(value)}"))
+        parts.append(
+            (name != "lr", f"{name.split('.', 1)[-1]}={_format_number(value)}")
+        )
     return " ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
 
 
@@ -501,7 +574,9 @@ def _family_row(study: str, family: Any, direction: str, group: pd.DataFrame) ->
         "best_scheduler_kwargs": None,
     }
     if len(values) and direction != MULTI_OBJECTIVE:
-        best = _sort_best_first(complete.dropna(subset=["value"]), "value", direction).iloc[0]
+        best = _sort_best_first(
+            complete.dropna(subset=["value"]), "value", direction
+        ).iloc[0]
         row["best_value"] = float(best["value"])
         row["best_number"] = int(best["number"])
         row["best_lr"] = best.get(PARAM_PREFIX + "lr", math.nan)
@@ -541,14 +616,22 @@ def compare_families(trials: pd.DataFrame) -> pd.DataFrame:
         direction = study_trials["direction"].iloc[0]
         family_rows = [
             _family_row(study, family, direction, group)
-            for family, group in study_trials.groupby("family", sort=False, dropna=False)
+            for family, group in study_trials.groupby(
+                "family", sort=False, dropna=False
+            )
         ]
         ascending = direction != "maximize"
         family_rows.sort(key=lambda row: _rank_key(row, ascending))
         rows.extend(family_rows)
     frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    return frame.astype({"best_number": "Int64", "best_value": "float64",
-                         "best_lr": "float64", "median": "float64"})
+    return frame.astype(
+        {
+            "best_number": "Int64",
+            "best_value": "float64",
+            "best_lr": "float64",
+            "median": "float64",
+        }
+    )
 
 
 def _rank_key(row: dict, ascending: bool) -> tuple:
@@ -586,20 +669,22 @@ def summarize_studies(storage_url: str) -> pd.DataFrame:
             pick = max if direction == "maximize" else min
             best = pick(complete, key=_single_value)
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-        rows.append({
-            "study": study.study_name,
-            "direction": direction,
-            "metric": study.user_attrs.get("metric"),
-            "trials": len(trials),
-            "complete": len(complete),
-            "pruned": states.count(TrialState.PRUNED),
-            "failed": states.count(TrialState.FAIL),
-            "running": states.count(TrialState.RUNNING),
-            "best_value": math.nan if best is None else _single_value(best),
-            "best_number": pd.NA if best is None else best.number,
-            "best_family": None if best is None else best.params.get("scheduler"),
-            "datetime_start": min(starts) if starts else None,
-        })
+        rows.append(
+            {
+                "study": study.study_name,
+                "direction": direction,
+                "metric": study.user_attrs.get("metric"),
+                "trials": len(trials),
+                "complete": len(complete),
+                "pruned": states.count(TrialState.PRUNED),
+                "failed": states.count(TrialState.FAIL),
+                "running": states.count(TrialState.RUNNING),
+                "best_value": math.nan if best is None else _single_value(best),
+                "best_number": pd.NA if best is None else best.number,
+                "best_family": None if best is None else best.params.get("scheduler"),
+                "datetime_start": min(starts) if starts else None,
+            }
+        )
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame["datetime_start"] = pd.to_datetime(frame["datetime_start"])
     return frame.astype({"best_number": "Int64", "best_value": "float64"})

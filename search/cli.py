@@ -237,26 +237,32 @@ def _add_view_commands(commands) -> None:
     listing.set_defaults(handler=_list)
 
     show = commands.add_parser(
-        "show", help="show a stored study's top trials and its best trial's curves"
+        "show", help="show a stored study's top trials and its best trial's curves",
+        description="Show the top completed trials and the best trial's epochs. "
+        "--format csv writes the top trials only, with every parameter and "
+        "scheduler argument; --format json writes both.",
     )
-    show.add_argument("--study", required=True, metavar="NAME", help="stored study name")
+    show.add_argument("--study", required=True, metavar="NAME",
+                      help="stored study name")
     _add_storage(show)
     _add_format(show)
     show.add_argument("--top", type=_positive_int, default=10, metavar="N",
                       help="completed trials to list, best first (default: 10)")
     show.add_argument("--plot", metavar="FILE.png",
-                      help="also save learning rates, metric curves and final values as PNG")
+                      help="also save learning rates, metric curves and final "
+                      "values as PNG")
     show.set_defaults(handler=_show)
 
     compare = commands.add_parser(
         "compare", help="compare the schedule families of stored studies, best first"
     )
-    compare.add_argument("studies", nargs="+", metavar="NAME", help="stored study names")
+    compare.add_argument("studies", nargs="+", metavar="NAME",
+                         help="stored study names")
     _add_storage(compare)
     _add_format(compare)
     compare.add_argument("--plot", metavar="FILE.png",
-                         help="also save learning rates, metric curves and final values "
-                         "as PNG")
+                         help="also save learning rates, metric curves and final "
+                         "values as PNG")
     compare.set_defaults(handler=_compare)
 
     export = commands.add_parser(
@@ -267,7 +273,8 @@ def _add_view_commands(commands) -> None:
         "results_epochs.csv, results_batches.csv). The suffix .csv, .parquet or .pq "
         "chooses the format.",
     )
-    export.add_argument("--study", required=True, metavar="NAME", help="stored study name")
+    export.add_argument("--study", required=True, metavar="NAME",
+                        help="stored study name")
     export.add_argument("--out", required=True, metavar="FILE",
                         help="trials file ending in .csv, .parquet or .pq")
     _add_storage(export)

@@ -76,13 +76,17 @@ class Objective:
         epoch rows, reports and pruning checks on a background thread while
         the next epoch trains (see :class:`search.training.EpochRecorder`).
         False trains skorch's plain net and stores each epoch before the next.
-    threads : int, optional
+    threads : int or None (default=1)
         Set torch's intra-op threads (``torch.set_num_threads``) to this
-        before every trial; None leaves torch's setting alone.
+        before every trial; None leaves torch's setting alone. One thread,
+        because a study runs in parallel through worker processes: on 2 cores
+        shared with other processes, 2 threads made a 3-epoch fit of the
+        steplr and mnist_cnn models 8 to 20 times slower than 1 thread
+        (``benchmarks/RESULTS.md``).
     """
 
     def __init__(self, spec: StudySpec, storage_url: str, fast: bool = True,
-                 threads: int | None = None):
+                 threads: int | None = 1):
         self.spec = spec
         self.storage_url = storage_url
         self.fast = fast

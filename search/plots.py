@@ -54,7 +54,7 @@ def _draw_lr_curves(
         rows = epochs[epochs["trial_id"] == trial["trial_id"]]
         if rows.empty:
             continue
-        # Each epoch's rate holds from the start of the epoch to its end.
+        # Each epoch's rate applies from the start of the epoch to its end.
         x = list(rows["epoch"] - 1) + [int(rows["epoch"].iloc[-1])]
         y = list(rows["lr"]) + [rows["lr"].iloc[-1]]
         ax.plot(x, y, drawstyle="steps-post", label=label)
@@ -71,8 +71,12 @@ def _draw_metric_curves(
         rows = epochs[epochs["trial_id"] == trial["trial_id"]]
         if rows.empty:
             continue
-        ax.plot(rows["epoch"], rows["metric"], marker="o",
-                label=_curve_label(trial, several_studies))
+        ax.plot(
+            rows["epoch"],
+            rows["metric"],
+            marker="o",
+            label=_curve_label(trial, several_studies),
+        )
     metrics = selected["metric"].dropna().unique()
     ax.set_xlabel("epoch")
     ax.set_ylabel(", ".join(map(str, metrics)) or "metric")
@@ -92,8 +96,15 @@ def _draw_final_values(ax: Axes, trials: pd.DataFrame) -> None:
         ax.boxplot([values for _, values in groups], tick_labels=labels)
         # One marker line per box, labelled like its box, shows every trial.
         for position, (label, values) in enumerate(groups, start=1):
-            ax.plot([position] * len(values), values, linestyle="none", marker=".",
-                    color="black", alpha=0.6, label=label)
+            ax.plot(
+                [position] * len(values),
+                values,
+                linestyle="none",
+                marker=".",
+                color="black",
+                alpha=0.6,
+                label=label,
+            )
         ax.tick_params(axis="x", labelrotation=30)
     metrics = trials["metric"].dropna().unique()
     ax.set_ylabel(", ".join(map(str, metrics)) or "value")
@@ -108,8 +119,9 @@ def _finish(ax: Axes) -> None:
 
 
 def _new_figure(rows: int) -> Figure:
-    return Figure(figsize=(FIGURE_WIDTH_IN, PANEL_HEIGHT_IN * rows), dpi=DPI,
-                  layout="constrained")
+    return Figure(
+        figsize=(FIGURE_WIDTH_IN, PANEL_HEIGHT_IN * rows), dpi=DPI, layout="constrained"
+    )
 
 
 def plot_lr_curves(
@@ -139,12 +151,19 @@ def plot_lr_curves(
     """
     figure = _new_figure(1)
     several_studies = trials["study"].nunique() > 1
-    _draw_lr_curves(figure.add_subplot(), _selected(trials, n_best), epochs, batches,
-                    several_studies)
+    _draw_lr_curves(
+        figure.add_subplot(),
+        _selected(trials, n_best),
+        epochs,
+        batches,
+        several_studies,
+    )
     return figure
 
 
-def plot_metric_curves(trials: pd.DataFrame, epochs: pd.DataFrame, n_best: int = 1) -> Figure:
+def plot_metric_curves(
+    trials: pd.DataFrame, epochs: pd.DataFrame, n_best: int = 1
+) -> Figure:
     """Plot the validation metric per epoch of the best completed trials of each family.
 
     Parameters
@@ -163,8 +182,9 @@ def plot_metric_curves(trials: pd.DataFrame, epochs: pd.DataFrame, n_best: int =
     """
     figure = _new_figure(1)
     several_studies = trials["study"].nunique() > 1
-    _draw_metric_curves(figure.add_subplot(), _selected(trials, n_best), epochs,
-                        several_studies)
+    _draw_metric_curves(
+        figure.add_subplot(), _selected(trials, n_best), epochs, several_studies
+    )
     return figure
 
 

@@ -177,8 +177,9 @@ class RunOptions:
     ``max_retry`` is how often the parameters of a trial whose worker died are
     tried again. ``accept_changes`` continues a stored study whose
     definition differs from the study file (see :mod:`search.definition`).
-    ``torch_threads`` sets torch's intra-op threads for each trial (torch's
-    default when None). ``reseed_sampler`` seeds the sampler from the
+    ``torch_threads`` sets torch's intra-op threads for each trial, 1 by
+    default as :class:`search.objective.Objective` explains; None keeps
+    torch's default, one thread per core. ``reseed_sampler`` seeds the sampler from the
     operating system's entropy instead of the study seed, so that workers
     running next to each other do not sample the same parameters.
     """
@@ -189,7 +190,7 @@ class RunOptions:
     heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL_S
     max_retry: int = DEFAULT_MAX_RETRY
     accept_changes: bool = False
-    torch_threads: int | None = None
+    torch_threads: int | None = 1
     reseed_sampler: bool = False
 
 

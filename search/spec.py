@@ -510,7 +510,8 @@ def _build_data(table: dict, problems: _Problems) -> DataSpec:
 def _build_model(table: dict, problems: _Problems) -> ModelSpec:
     problems.unknown_keys(table, MODEL_KEYS, "model.")
     kind = _get(table, "kind", "str", "mlp", problems, "model.")
-    if kind not in BUILTIN_MODELS and not USER_MODEL_PATTERN.fullmatch(kind):
+    known_kind = kind in BUILTIN_MODELS or USER_MODEL_PATTERN.fullmatch(kind)
+    if not known_kind:
         close = difflib.get_close_matches(kind, BUILTIN_MODELS, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         problems.add("model.kind", "unknown model kind", kind,
@@ -533,7 +534,7 @@ def _build_model(table: dict, problems: _Problems) -> ModelSpec:
                          "remove dates, times, nan and inf, which cannot be stored")
     unused = {"mlp": ("channels", "options"), "cnn": ("hidden_units", "options")}.get(
         kind, ("hidden_units", "channels", "dropout"))
-    for key in unused:
+    for key in unused if known_kind else ():
         if key in table:
             fix = ("give the class's arguments in [model.options]" if ":" in kind
                    else "remove it")

@@ -158,12 +158,17 @@ class LeanNeuralNetRegressor(_LeanEpochs, NeuralNetRegressor):
 
 
 class TrainingDiverged(Exception):
-    """Raised when the training loss of an epoch is NaN or infinite."""
+    """Raised when an epoch's training loss, validation loss or metric is NaN or infinite.
 
-    def __init__(self, epoch: int, train_loss: float):
+    ``key`` is the history key of the value: ``train_loss``, ``valid_loss``
+    or ``metric``.
+    """
+
+    def __init__(self, epoch: int, value: float, key: str = "train_loss"):
         self.epoch = epoch
-        self.train_loss = train_loss
-        super().__init__(f"training loss is {train_loss} at epoch {epoch}")
+        self.value = value
+        self.key = key
+        super().__init__(f"{key} is {value} at epoch {epoch}")
 
 
 class StopRequested(Exception):
@@ -188,8 +193,17 @@ class EpochSummary:
 
     @property
     def diverged(self) -> bool:
-        """Whether the training loss is NaN or infinite."""
-        return self.train_loss is not None and not math.isfinite(self.train_loss)
+        """Whether the training loss, validation loss or metric is NaN or infinite."""
+        return self.divergence is not None
+
+    @property
+    def divergence(self) -> tuple[float, str] | None:
+        """The first NaN or infinite value of the epoch and its key, or None."""
+        for key in ("train_loss", "valid_loss", "metric"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                return value, key
+        return None
 
 
 class BackgroundJobs:
@@ -230,8 +244,9 @@ class EpochRecorder(Callback):
     The epoch's rate is parameter group 0's rate at its first training batch,
     so it is the rate in effect for epoch-stepped schedules and the cycle's
     first batch for batch-stepped ones. With ``keep_batch_lrs`` every training
-    batch's rate is kept too. A NaN or infinite training loss raises
-    :class:`TrainingDiverged` after the epoch is passed on.
+    batch's rate is kept too. A NaN or infinite training loss, validation
+    loss or metric raises :class:`TrainingDiverged` after the epoch is passed
+    on.
 
     ``sink(summary)`` returns True to stop training after that epoch, which
     raises :class:`StopRequested`. Given ``jobs``, the sink runs on their
@@ -298,7 +313,7 @@ class EpochRecorder(Callback):
         finally:
             self.sink_wait_s_ += time.perf_counter() - started
         if summary.diverged:
-            raise TrainingDiverged(summary.epoch, summary.train_loss)
+            raise TrainingDiverged(summary.epoch, *summary.divergence)
 
     def on_train_end(self, net, **kwargs):
         started = time.perf_counter()

@@ -27,17 +27,48 @@ FORMATS = ("text", "csv", "json")
 EXPORT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_TOP = 10
 
-LIST_COLUMNS = ["study", "direction", "metric", "trials", "complete", "pruned",
-                "failed", "running", "best_value", "best_number", "best_family"]
+LIST_COLUMNS = [
+    "study",
+    "direction",
+    "metric",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "running",
+    "best_value",
+    "best_number",
+    "best_family",
+]
 TOP_COLUMNS = ["number", "family", "state", "value", "epochs", "duration_s", "config"]
 CURVE_COLUMNS = ["epoch", "lr", "train_loss", "valid_loss", "metric", "duration_s"]
-COMPARE_TEXT_COLUMNS = ["family", "trials", "complete", "pruned", "failed", "best_value",
-                        "best_number", "median", "iqr", "epochs", "wall_time_s",
-                        "best_config"]
+COMPARE_TEXT_COLUMNS = [
+    "family",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "best_value",
+    "best_number",
+    "median",
+    "iqr",
+    "epochs",
+    "wall_time_s",
+    "best_config",
+]
+
+
+STATE_WORDS = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
 
 
 class ExportError(InputError):
-    """Raised when an export file name has an unsupported suffix or cannot be written."""
+    """Raised when an export file has an unsupported suffix or cannot be written."""
 
 
 def _plain(value: Any) -> Any:
@@ -82,8 +113,11 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def format_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
-                 headers: dict[str, str] | None = None) -> str:
+def format_table(
+    frame: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> str:
     """Format a frame as an aligned text table, numbers right-aligned.
 
     Parameters
@@ -103,11 +137,16 @@ def format_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
     columns = list(frame.columns if columns is None else columns)
     headers = headers or {}
     cells = [[_cell_text(value) for value in frame[column]] for column in columns]
-    numeric = [pd.api.types.is_numeric_dtype(frame[column])
-               and not pd.api.types.is_bool_dtype(frame[column]) for column in columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(frame[column])
+        and not pd.api.types.is_bool_dtype(frame[column])
+        for column in columns
+    ]
     titles = [headers.get(column, column) for column in columns]
-    widths = [max([len(title), *map(len, column_cells)])
-              for title, column_cells in zip(titles, cells, strict=True)]
+    widths = [
+        max([len(title), *map(len, column_cells)])
+        for title, column_cells in zip(titles, cells, strict=True)
+    ]
 
     def line(parts: Sequence[str]) -> str:
         aligned = [
@@ -160,8 +199,9 @@ def list_view(storage_url: str, output_format: str = "text") -> str:
         return _json(records(summary))
     if summary.empty:
         return f"no studies in storage {mask_url(storage_url)}"
-    return format_table(summary, LIST_COLUMNS,
-                        {"best_value": "best", "best_number": "best_trial"})
+    return format_table(
+        summary, LIST_COLUMNS, {"best_value": "best", "best_number": "best_trial"}
+    )
 
 
 def _top_trials(trials: pd.DataFrame, top: int) -> pd.DataFrame:
@@ -170,19 +210,22 @@ def _top_trials(trials: pd.DataFrame, top: int) -> pd.DataFrame:
     return best
 
 
-STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
-               "RUNNING": "running", "WAITING": "waiting"}
-
-
 def _counts_text(trials: pd.DataFrame) -> str:
     counts = trials["state"].value_counts()
-    parts = [f"{count} {STATE_WORDS.get(state, state.lower())}"
-             for state, count in counts.items()]
+    parts = [
+        f"{count} {STATE_WORDS.get(state, state.lower())}"
+        for state, count in counts.items()
+    ]
     return f"{len(trials)} trials" + (": " + ", ".join(parts) if parts else "")
 
 
-def show_view(storage_url: str, study: str, output_format: str = "text",
-              top: int = DEFAULT_TOP, plot: str | Path | None = None) -> str:
+def show_view(
+    storage_url: str,
+    study: str,
+    output_format: str = "text",
+    top: int = DEFAULT_TOP,
+    plot: str | Path | None = None,
+) -> str:
     """Return a study's top trials and the per-epoch curve of its best trial.
 
     Parameters
@@ -232,27 +275,43 @@ def show_view(storage_url: str, study: str, output_format: str = "text",
         if best is not None:
             best_document = records(best.to_frame().T)[0]
             best_document["epochs"] = records(best_epochs)
-        return _json({
-            "study": study,
-            "direction": _plain(direction),
-            "metric": _plain(metric),
-            "counts": {state: int(n) for state, n in trials["state"].value_counts().items()},
-            "top_trials": records(top_trials.drop(columns=["config"])),
-            "best_trial": best_document,
-        })
+        return _json(
+            {
+                "study": study,
+                "direction": _plain(direction),
+                "metric": _plain(metric),
+                "counts": {
+                    state: int(n) for state, n in trials["state"].value_counts().items()
+                },
+                "top_trials": records(top_trials.drop(columns=["config"])),
+                "best_trial": best_document,
+            }
+        )
     return _show_text(study, trials, top_trials, best, best_epochs, direction, metric)
 
 
-def _show_text(study: str, trials: pd.DataFrame, top_trials: pd.DataFrame,
-               best: pd.Series | None, best_epochs: pd.DataFrame,
-               direction: Any, metric: Any) -> str:
+def _show_text(
+    study: str,
+    trials: pd.DataFrame,
+    top_trials: pd.DataFrame,
+    best: pd.Series | None,
+    best_epochs: pd.DataFrame,
+    direction: Any,
+    metric: Any,
+) -> str:
     metric_name = _plain(metric) or "value"
-    lines = [f"study {study!r} ({_plain(direction)} {metric_name}): {_counts_text(trials)}"]
+    lines = [
+        f"study {study!r} ({_plain(direction)} {metric_name}): {_counts_text(trials)}"
+    ]
     if best is None:
         lines.append("no completed trial yet")
         return "\n".join(lines)
-    lines += ["", f"top {len(top_trials)} completed trials:",
-              format_table(top_trials, TOP_COLUMNS, {"value": metric_name}), ""]
+    lines += [
+        "",
+        f"top {len(top_trials)} completed trials:",
+        format_table(top_trials, TOP_COLUMNS, {"value": metric_name}),
+        "",
+    ]
     lines += [
         f"best trial {best['number']} ({best['family']}): {metric_name} = "
         f"{_cell_text(best['value'])}",
@@ -264,8 +323,12 @@ def _show_text(study: str, trials: pd.DataFrame, top_trials: pd.DataFrame,
     return "\n".join(lines)
 
 
-def compare_view(storage_url: str, studies: Sequence[str], output_format: str = "text",
-                 plot: str | Path | None = None) -> str:
+def compare_view(
+    storage_url: str,
+    studies: Sequence[str],
+    output_format: str = "text",
+    plot: str | Path | None = None,
+) -> str:
     """Return the comparison of schedule families of one or more studies.
 
     Parameters
@@ -306,18 +369,29 @@ def compare_view(storage_url: str, studies: Sequence[str], output_format: str = 
         study_trials = trials[trials["study"] == study]
         direction = study_trials["direction"].iloc[0] if len(study_trials) else None
         metric = _plain(study_trials["metric"].iloc[0]) if len(study_trials) else None
-        title = f"study {study!r} ({_plain(direction)} {metric or 'value'}), best family first:"
+        title = (
+            f"study {study!r} ({_plain(direction)} {metric or 'value'}), "
+            "best family first:"
+        )
         if rows.empty:
             blocks.append(f"{title}\nno trials")
             continue
-        table = format_table(rows, COMPARE_TEXT_COLUMNS,
-                             {"best_value": "best", "best_number": "best_trial"})
+        table = format_table(
+            rows,
+            COMPARE_TEXT_COLUMNS,
+            {"best_value": "best", "best_number": "best_trial"},
+        )
         blocks.append(f"{title}\n{table}")
     return "\n\n".join(blocks)
 
 
-def _write_plot(storage_url: str, studies: Sequence[str], trials: pd.DataFrame,
-                epochs: pd.DataFrame, path: str | Path) -> None:
+def _write_plot(
+    storage_url: str,
+    studies: Sequence[str],
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    path: str | Path,
+) -> None:
     from search import plots
 
     batches = analysis.batches_frame(storage_url, studies)
@@ -325,7 +399,9 @@ def _write_plot(storage_url: str, studies: Sequence[str], trials: pd.DataFrame,
     try:
         plots.save_png(figure, path)
     except OSError as error:
-        raise InputError(f"cannot write plot {path}: {error.strerror or error}") from None
+        raise InputError(
+            f"cannot write plot {path}: {error.strerror or error}"
+        ) from None
 
 
 def export_paths(out: str | Path) -> dict[str, Path]:
@@ -362,7 +438,9 @@ def export_paths(out: str | Path) -> dict[str, Path]:
     }
 
 
-def export_study(storage_url: str, study: str, out: str | Path) -> dict[str, tuple[Path, int]]:
+def export_study(
+    storage_url: str, study: str, out: str | Path
+) -> dict[str, tuple[Path, int]]:
     """Write a study's trials, epochs and batch rates to CSV or Parquet files.
 
     Parameters
@@ -395,7 +473,8 @@ def export_study(storage_url: str, study: str, out: str | Path) -> dict[str, tup
             import pyarrow  # noqa: F401
         except ModuleNotFoundError:
             raise ExportError(
-                "Parquet export needs pyarrow; install it with: pip install -e '.[parquet]'"
+                "Parquet export needs pyarrow; install it with: "
+                "pip install -e '.[parquet]'"
             ) from None
     frames = {
         "trials": analysis.trials_frame(storage_url, study),

@@ -2,8 +2,10 @@
 
 The parent process creates or loads the study, so the tables and the study
 exist before any worker starts, then starts the workers with
-``multiprocessing``'s spawn method (a fresh interpreter each, which torch
-needs). Each worker is the single-process runner on the same storage: it asks
+``multiprocessing``'s forkserver method: a fresh server process imports torch
+and the training code once, and each worker is forked from it. Forking the
+parent itself is unsafe once torch has run an OpenMP parallel region, and
+spawning imports torch again in every worker. Each worker is the single-process runner on the same storage: it asks
 Optuna for trials until the study holds its target of finished trials, and
 prints its own progress lines to the inherited stdout. The parent forwards
 SIGINT and SIGTERM to the workers, waits for all of them and exits with the
@@ -35,6 +37,9 @@ from search.runner import (
 from search.spec import StudySpec, load_spec
 
 logger = logging.getLogger(__name__)
+
+# Modules the fork server imports before it forks workers (torch among them).
+FORKSERVER_PRELOAD = ("search.workers", "search.objective", "search.cli")
 
 
 class WorkersFailed(RuntimeError):
@@ -138,7 +143,8 @@ def run_workers(
 
     threads = torch_threads(options.workers)
     worker_options = replace(options, workers=1, torch_threads=threads, reseed_sampler=True)
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     with _SignalForwarder() as forwarder:
         for index in range(options.workers):
             if forwarder.received is not None:

@@ -1,12 +1,13 @@
 """A real stored study shared by the analysis, view, plot, notebook and dashboard tests.
 
 ``stored_study`` trains the studies once per test session into one SQLite
-file through :func:`search.runner.run_study`:
+file through :func:`search.runner.run_study`, with the 16-unit MLP of
+failing_model.py, which can make a training batch raise:
 
 - ``families`` (maximize valid_acc): trials 0-5 complete over constant, StepLR,
   OneCycleLR and CosineAnnealingLR; trial 6 (constant, lr=1e-4) is pruned
-  after its first epoch; trial 7 (StepLR) fails while recording its second
-  epoch, so it keeps two epoch rows;
+  after its first epoch; trial 7 (StepLR) fails in a training batch of its
+  second epoch, so it keeps the row of its first epoch;
 - ``losses`` (minimize valid_loss): two complete trials, constant and
   ExponentialLR.
 """
@@ -22,8 +23,9 @@ FAMILIES_STUDY = "families"
 LOSSES_STUDY = "losses"
 MAX_EPOCHS = 3
 FAILED_NUMBER = 7
-FAILED_EPOCH = 2
-FAILURE_MESSAGE = "injected failure while recording epoch 2"
+FAILED_EPOCHS_STORED = 1
+# 1,797 digits less a 0.2 validation split leave 1,437 training rows: 23 batches of 64.
+BATCHES_PER_EPOCH = 23
 
 STUDY_TEXT = """
 name = "{name}"
@@ -45,8 +47,7 @@ dataset = "digits"
 valid_fraction = 0.2
 
 [model]
-kind = "mlp"
-hidden_units = [16]
+kind = "{model}"
 
 [training]
 max_epochs = {max_epochs}
@@ -87,12 +88,27 @@ class StoredStudy:
     loss_name: str = LOSSES_STUDY
 
 
-def _spec(name, direction, metric, types, n_trials, pruner="none", pruner_options=""):
+def _spec(
+    name,
+    direction,
+    metric,
+    types,
+    n_trials,
+    pruner="none",
+    pruner_options="",
+    model="failing_model:FailingMLP",
+):
     from search.spec import parse_spec
 
     text = STUDY_TEXT.format(
-        name=name, direction=direction, metric=metric, n_trials=n_trials,
-        pruner=pruner, pruner_options=pruner_options, max_epochs=MAX_EPOCHS,
+        name=name,
+        direction=direction,
+        metric=metric,
+        n_trials=n_trials,
+        model=model,
+        pruner=pruner,
+        pruner_options=pruner_options,
+        max_epochs=MAX_EPOCHS,
         types="[" + ", ".join(f'"{t}"' for t in types) + "]",
     )
     return parse_spec(text, source=f"{name}.toml", default_name=name)
@@ -108,38 +124,42 @@ def _enqueue(spec, url, trials) -> None:
 
 def build_stored_study(folder: Path) -> StoredStudy:
     """Train the session's studies into ``folder / "studies.db"`` and return it."""
-    import search.objective
+    from failing_model import FAILURE_MESSAGE, FailingMLP
+
     from search.runner import RunOptions, run_study
 
     path = folder / "studies.db"
     url = f"sqlite:///{path}"
 
     families = _spec(
-        FAMILIES_STUDY, "maximize", "valid_acc",
-        ["constant", "StepLR", "OneCycleLR", "CosineAnnealingLR"], n_trials=8,
+        FAMILIES_STUDY,
+        "maximize",
+        "valid_acc",
+        ["constant", "StepLR", "OneCycleLR", "CosineAnnealingLR"],
+        n_trials=8,
         pruner="percentile",
         pruner_options="percentile = 99.0\nn_startup_trials = 6\nn_warmup_steps = 0",
     )
     _enqueue(families, url, FAMILIES_TRIALS)
     run_study(families, url, RunOptions(n_trials=len(FAMILIES_TRIALS)))
 
-    # The failing trial raises from the epoch sink after its row is written, as a
-    # crash in the middle of training would, so Optuna marks it FAIL.
+    # The last trial raises in its second epoch, as a crash in the middle of
+    # training would, so Optuna marks it FAIL and re-raises the error.
     _enqueue(families, url, [("StepLR", 0.1)])
-    write_epoch = search.objective.write_epoch
-
-    def write_then_fail(storage_url, record, batch_lrs=()):
-        write_epoch(storage_url, record, batch_lrs)
-        if record.trial_number == FAILED_NUMBER and record.epoch == FAILED_EPOCH:
-            raise RuntimeError(FAILURE_MESSAGE)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(search.objective, "write_epoch", write_then_fail)
+    FailingMLP.batches_before_failure = BATCHES_PER_EPOCH + 5
+    try:
         with pytest.raises(RuntimeError, match=FAILURE_MESSAGE):
             run_study(families, url, RunOptions(n_trials=len(FAMILIES_TRIALS) + 1))
+    finally:
+        FailingMLP.batches_before_failure = None
 
-    losses = _spec(LOSSES_STUDY, "minimize", "valid_loss",
-                   ["constant", "ExponentialLR"], n_trials=len(LOSSES_TRIALS))
+    losses = _spec(
+        LOSSES_STUDY,
+        "minimize",
+        "valid_loss",
+        ["constant", "ExponentialLR"],
+        n_trials=len(LOSSES_TRIALS),
+    )
     _enqueue(losses, url, LOSSES_TRIALS)
     run_study(losses, url, RunOptions(n_trials=len(LOSSES_TRIALS)))
     return StoredStudy(path=path, url=url)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from stored_study import (
-    FAILED_EPOCH,
+    FAILED_EPOCHS_STORED,
     FAILED_NUMBER,
     FAMILIES_STUDY,
     LOSSES_STUDY,
@@ -49,7 +49,9 @@ def test_trials_frame_one_row_per_trial(stored_study, trials):
 
 
 def test_trials_frame_has_every_state(trials):
-    states = trials.loc[trials["study"] == FAMILIES_STUDY, "state"].value_counts().to_dict()
+    states = (
+        trials.loc[trials["study"] == FAMILIES_STUDY, "state"].value_counts().to_dict()
+    )
 
     assert states == {"COMPLETE": 6, "PRUNED": 1, "FAIL": 1}
 
@@ -72,7 +74,9 @@ def test_trials_frame_matches_study(stored_study, trials, name):
         assert row["family"] == trial.params["scheduler"]
         assert row["step_every"] == trial.user_attrs["step_every"]
         assert row["seed"] == trial.user_attrs["seed"]
-        assert json.loads(row["scheduler_kwargs"]) == trial.user_attrs["scheduler_kwargs"]
+        assert (
+            json.loads(row["scheduler_kwargs"]) == trial.user_attrs["scheduler_kwargs"]
+        )
         assert row["datetime_start"] == pd.Timestamp(trial.datetime_start)
         assert row["datetime_complete"] == pd.Timestamp(trial.datetime_complete)
         assert row["duration_s"] == pytest.approx(trial.duration.total_seconds())
@@ -89,7 +93,10 @@ def test_trials_frame_params_and_kwargs(stored_study, trials):
         for name, value in kwargs.items():
             assert row[f"kwargs_{name}"] == value, name
         for column in rows.columns:
-            if column.startswith("kwargs_") and column.removeprefix("kwargs_") not in kwargs:
+            if (
+                column.startswith("kwargs_")
+                and column.removeprefix("kwargs_") not in kwargs
+            ):
                 assert pd.isna(row[column]), column
 
 
@@ -111,16 +118,16 @@ def test_trials_frame_epochs_match_records(stored_study, trials):
     by_number = trials[trials["study"] == FAMILIES_STUDY].set_index("number")["epochs"]
     assert by_number[0] == MAX_EPOCHS
     assert by_number[6] == 1  # pruned after its first epoch
-    assert by_number[FAILED_NUMBER] == FAILED_EPOCH
+    assert by_number[FAILED_NUMBER] == FAILED_EPOCHS_STORED
 
 
 def test_trials_frame_selects_studies(stored_study):
-    one = analysis.trials_frame(stored_study.url, LOSSES_STUDY)
+    losses_only = analysis.trials_frame(stored_study.url, LOSSES_STUDY)
     both = analysis.trials_frame(stored_study.url, [LOSSES_STUDY, FAMILIES_STUDY])
 
-    assert set(one["study"]) == {LOSSES_STUDY}
+    assert set(losses_only["study"]) == {LOSSES_STUDY}
     assert list(dict.fromkeys(both["study"])) == [LOSSES_STUDY, FAMILIES_STUDY]
-    assert "params_StepLR.gamma" not in one.columns
+    assert "params_StepLR.gamma" not in losses_only.columns
 
 
 def test_trials_frame_unknown_study(stored_study):
@@ -150,8 +157,15 @@ def test_epochs_frame_matches_records(stored_study):
     for (_, got), expected in zip(frame.iterrows(), rows, strict=True):
         assert got["study"] == expected["study_name"]
         assert got["number"] == expected["trial_number"]
-        for column in ("trial_id", "epoch", "lr", "train_loss", "valid_loss", "metric",
-                       "duration_s"):
+        for column in (
+            "trial_id",
+            "epoch",
+            "lr",
+            "train_loss",
+            "valid_loss",
+            "metric",
+            "duration_s",
+        ):
             assert got[column] == expected[column], column
 
 
@@ -160,10 +174,8 @@ def test_epochs_frame_metric_is_reported_value(stored_study):
 
     for trial in load(stored_study).get_trials():
         rows = frame[frame["trial_id"] == trial._trial_id]
-        # Optuna's step 0 is skorch's epoch 1. The failed trial raised before its
-        # second report, so it has one more epoch row than reports.
-        reported = {row.epoch - 1: row.metric for row in rows.itertuples()
-                    if row.epoch - 1 in trial.intermediate_values}
+        # Optuna's step 0 is skorch's epoch 1.
+        reported = {row.epoch - 1: row.metric for row in rows.itertuples()}
         assert reported == trial.intermediate_values, trial.number
 
 
@@ -184,8 +196,9 @@ def test_epochs_frame_unknown_study_empty(stored_study):
 def test_batches_frame_matches_records(stored_study, trials):
     frame = analysis.batches_frame(stored_study.url, FAMILIES_STUDY)
     rows = read_rows(stored_study.url, batches_table, [FAMILIES_STUDY])
-    one_cycle = trials[(trials["study"] == FAMILIES_STUDY)
-                       & (trials["family"] == "OneCycleLR")]
+    one_cycle = trials[
+        (trials["study"] == FAMILIES_STUDY) & (trials["family"] == "OneCycleLR")
+    ]
 
     assert set(frame["trial_id"]) == set(one_cycle["trial_id"])
     assert len(frame) == len(rows)
@@ -231,17 +244,27 @@ def expected_family_rows(study: optuna.Study) -> dict[str, dict]:
     rows = {}
     for trial in study.get_trials():
         family = trial.params["scheduler"]
-        row = rows.setdefault(family, {"trials": 0, "complete": 0, "pruned": 0,
-                                       "failed": 0, "values": [], "wall": 0.0,
-                                       "best": None})
+        row = rows.setdefault(
+            family,
+            {
+                "trials": 0,
+                "complete": 0,
+                "pruned": 0,
+                "failed": 0,
+                "values": [],
+                "wall": 0.0,
+                "best": None,
+            },
+        )
         row["trials"] += 1
         row["wall"] += trial.duration.total_seconds()
         if trial.state == TrialState.COMPLETE:
             row["complete"] += 1
             row["values"].append(trial.value)
             best = row["best"]
-            better = best is None or (trial.value > best.value if maximize
-                                      else trial.value < best.value)
+            better = best is None or (
+                trial.value > best.value if maximize else trial.value < best.value
+            )
             if better:
                 row["best"] = trial
         elif trial.state == TrialState.PRUNED:
@@ -262,8 +285,9 @@ def test_compare_families_matches_study(stored_study, trials, name):
     assert set(got.index) == set(expected)
     for family, row in expected.items():
         values = row["values"]
-        family_ids = [t._trial_id for t in study.get_trials()
-                      if t.params["scheduler"] == family]
+        family_ids = [
+            t._trial_id for t in study.get_trials() if t.params["scheduler"] == family
+        ]
         assert got.loc[family, "trials"] == row["trials"]
         assert got.loc[family, "complete"] == row["complete"]
         assert got.loc[family, "pruned"] == row["pruned"]
@@ -280,8 +304,9 @@ def test_compare_families_matches_study(stored_study, trials, name):
         assert got.loc[family, "epochs"] == epochs["trial_id"].isin(family_ids).sum()
         assert got.loc[family, "wall_time_s"] == pytest.approx(row["wall"])
         assert got.loc[family, "best_lr"] == row["best"].params["lr"]
-        assert json.loads(got.loc[family, "best_scheduler_kwargs"]) == (
-            row["best"].user_attrs["scheduler_kwargs"]
+        assert (
+            json.loads(got.loc[family, "best_scheduler_kwargs"])
+            == (row["best"].user_attrs["scheduler_kwargs"])
         )
         assert got.loc[family, "best_config"].startswith("lr=")
 
@@ -294,7 +319,9 @@ def test_compare_families_best_first(trials, name):
     best_values = rows["best_value"].tolist()
 
     assert best_values == sorted(best_values, reverse=maximize)
-    assert rows["direction"].iloc[0] == ("maximize" if name == FAMILIES_STUDY else "minimize")
+    assert rows["direction"].iloc[0] == (
+        "maximize" if name == FAMILIES_STUDY else "minimize"
+    )
 
 
 def test_compare_families_keeps_study_order(stored_study):
@@ -344,3 +371,25 @@ def test_summarize_empty_storage(tmp_path):
 
     assert summary.empty
     assert list(summary.columns) == analysis.SUMMARY_COLUMNS
+
+
+def test_frames_on_every_database(storage_url, write_study):
+    from search.runner import RunOptions, run_study
+    from search.spec import load_spec
+
+    spec = load_spec(write_study(name="servers", n_trials=2, types=("OneCycleLR",)))
+    run_study(spec, storage_url, RunOptions(n_trials=2))
+    study = optuna.load_study(study_name="servers", storage=storage_url)
+
+    trials = analysis.trials_frame(storage_url, "servers")
+    epochs = analysis.epochs_frame(storage_url, "servers")
+    batches = analysis.batches_frame(storage_url, "servers")
+    comparison = analysis.compare_families(trials)
+
+    assert trials["value"].tolist() == [t.value for t in study.trials]
+    assert trials["epochs"].tolist() == [2, 2]
+    rows = read_rows(storage_url, epochs_table, ["servers"])
+    assert epochs["metric"].tolist() == [row["metric"] for row in rows]
+    assert len(batches) == sum(trials["kwargs_total_steps"])
+    assert comparison["complete"].tolist() == [2]
+    assert comparison["best_value"].iloc[0] == study.best_value

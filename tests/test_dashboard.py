@@ -578,7 +578,9 @@ def test_mask_storage_url_keeps_sqlite_path(tmp_path: Path) -> None:
 # through the command line, as ``python -m search dashboard`` does.
 
 
-def start_cli_dashboard(storage_url: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_cli_dashboard(
+    storage_url: str, log_path: Path
+) -> tuple[subprocess.Popen, str]:
     """Start ``python -m search dashboard`` and wait until its API responds."""
     port = find_free_port()
     env = dict(os.environ)
@@ -637,13 +639,14 @@ def test_cli_dashboard_trials_match_study(stored_study, package_study_detail) ->
     from search.records import epochs_table, read_rows
 
     study = optuna.load_study(study_name=stored_study.name, storage=stored_study.url)
-    shown = {t["number"]: t for t in package_study_detail["trials"]}
+    dashboard_trials = {t["number"]: t for t in package_study_detail["trials"]}
     epoch_rows = read_rows(stored_study.url, epochs_table, [stored_study.name])
 
-    assert sorted(shown) == [t.number for t in study.trials]
-    assert {t["state"] for t in shown.values()} == {"Complete", "Pruned", "Fail"}
+    assert sorted(dashboard_trials) == [t.number for t in study.trials]
+    states = {t["state"] for t in dashboard_trials.values()}
+    assert states == {"Complete", "Pruned", "Fail"}
     for trial in study.trials:
-        item = shown[trial.number]
+        item = dashboard_trials[trial.number]
         assert item["state"] == trial.state.name.capitalize()
         params = {p["name"]: p["param_external_value"] for p in item["params"]}
         assert params["scheduler"] == trial.params["scheduler"]

@@ -107,8 +107,11 @@ def test_final_values_boxes(frames):
     complete = trials[trials["state"] == "COMPLETE"]
     families = list(dict.fromkeys(complete["family"]))
     assert [label.get_text() for label in axes.get_xticklabels()] == families
-    markers = {line.get_label(): line for line in axes.get_lines()
-               if line.get_label() in families}
+    markers = {
+        line.get_label(): line
+        for line in axes.get_lines()
+        if line.get_label() in families
+    }
     for family in families:
         values = complete.loc[complete["family"] == family, "value"]
         assert sorted(markers[family].get_ydata()) == sorted(values)
@@ -124,8 +127,10 @@ def test_overview_has_three_panels(stored_study):
 
     assert len(figure.axes) == 3
     labels = list(curve_lines(figure, 0))
-    assert labels == [f"{r.study}: {r.family} #{r.number}"
-                      for r in analysis.best_trials(trials).itertuples()]
+    assert labels == [
+        f"{r.study}: {r.family} #{r.number}"
+        for r in analysis.best_trials(trials).itertuples()
+    ]
     assert list(curve_lines(figure, 1)) == labels
     assert figure.axes[1].get_ylabel() == "valid_acc, valid_loss"
 
@@ -152,8 +157,17 @@ def test_saved_png_is_valid(frames, tmp_path, name):
 def test_show_plot_writes_png(stored_study, tmp_path, capsys):
     path = tmp_path / "show.png"
 
-    status = main(["show", "--study", FAMILIES_STUDY, "--storage", stored_study.url,
-                   "--plot", str(path)])
+    status = main(
+        [
+            "show",
+            "--study",
+            FAMILIES_STUDY,
+            "--storage",
+            stored_study.url,
+            "--plot",
+            str(path),
+        ]
+    )
 
     out = capsys.readouterr().out
     width, height = png_size(path)
@@ -165,8 +179,19 @@ def test_show_plot_writes_png(stored_study, tmp_path, capsys):
 def test_compare_plot_writes_png(stored_study, tmp_path, capsys):
     path = tmp_path / "compare.png"
 
-    status = main(["compare", FAMILIES_STUDY, LOSSES_STUDY, "--storage", stored_study.url,
-                   "--format", "csv", "--plot", str(path)])
+    status = main(
+        [
+            "compare",
+            FAMILIES_STUDY,
+            LOSSES_STUDY,
+            "--storage",
+            stored_study.url,
+            "--format",
+            "csv",
+            "--plot",
+            str(path),
+        ]
+    )
 
     capsys.readouterr()
     png_size(path)
@@ -176,8 +201,9 @@ def test_compare_plot_writes_png(stored_study, tmp_path, capsys):
 def test_plot_to_missing_folder_exits_2(stored_study, tmp_path, capsys):
     path = tmp_path / "missing" / "compare.png"
 
-    status = main(["compare", FAMILIES_STUDY, "--storage", stored_study.url,
-                   "--plot", str(path)])
+    status = main(
+        ["compare", FAMILIES_STUDY, "--storage", stored_study.url, "--plot", str(path)]
+    )
 
     err = capsys.readouterr().err
     assert status == 2

@@ -1,4 +1,4 @@
-"""Tests of the list, show, compare and export commands on the session's stored studies."""
+"""Tests of the list, show, compare and export commands on the stored studies."""
 
 from __future__ import annotations
 
@@ -44,20 +44,39 @@ def test_list_text(stored_study, capsys):
     lines = out.splitlines()
     assert status == 0
     assert lines[0].split() == [
-        "study", "direction", "metric", "trials", "complete", "pruned", "failed",
-        "running", "best", "best_trial", "best_family",
+        "study",
+        "direction",
+        "metric",
+        "trials",
+        "complete",
+        "pruned",
+        "failed",
+        "running",
+        "best",
+        "best_trial",
+        "best_family",
     ]
     families = load(stored_study)
     assert lines[1].split() == [
-        FAMILIES_STUDY, "maximize", "valid_acc", "8", "6", "1", "1", "0",
-        f"{families.best_value:.4g}", str(families.best_trial.number),
+        FAMILIES_STUDY,
+        "maximize",
+        "valid_acc",
+        "8",
+        "6",
+        "1",
+        "1",
+        "0",
+        f"{families.best_value:.4g}",
+        str(families.best_trial.number),
         families.best_trial.params["scheduler"],
     ]
     assert lines[2].split()[:3] == [LOSSES_STUDY, "minimize", "valid_loss"]
 
 
 def test_list_csv(stored_study, capsys):
-    status, out, _ = run(capsys, "list", "--storage", stored_study.url, "--format", "csv")
+    status, out, _ = run(
+        capsys, "list", "--storage", stored_study.url, "--format", "csv"
+    )
 
     rows = {row["study"]: row for row in parse_csv(out)}
     assert status == 0
@@ -66,7 +85,9 @@ def test_list_csv(stored_study, capsys):
         study = load(stored_study, name)
         trials = study.get_trials()
         assert int(row["trials"]) == len(trials)
-        assert int(row["complete"]) == sum(t.state == TrialState.COMPLETE for t in trials)
+        assert int(row["complete"]) == sum(
+            t.state == TrialState.COMPLETE for t in trials
+        )
         assert int(row["pruned"]) == sum(t.state == TrialState.PRUNED for t in trials)
         assert int(row["failed"]) == sum(t.state == TrialState.FAIL for t in trials)
         assert float(row["best_value"]) == study.best_value
@@ -75,7 +96,9 @@ def test_list_csv(stored_study, capsys):
 
 
 def test_list_json(stored_study, capsys):
-    status, out, _ = run(capsys, "list", "--storage", stored_study.url, "--format", "json")
+    status, out, _ = run(
+        capsys, "list", "--storage", stored_study.url, "--format", "json"
+    )
 
     documents = json.loads(out)
     assert status == 0
@@ -86,7 +109,10 @@ def test_list_json(stored_study, capsys):
         assert document["best_number"] == study.best_trial.number
         assert document["best_family"] == study.best_trial.params["scheduler"]
         assert document["trials"] == len(study.get_trials())
-        assert document["datetime_start"] == study.get_trials()[0].datetime_start.isoformat()
+        assert (
+            document["datetime_start"]
+            == study.get_trials()[0].datetime_start.isoformat()
+        )
 
 
 def test_list_storage_from_environment(stored_study, capsys, monkeypatch):
@@ -128,8 +154,12 @@ def test_list_does_not_import_torch(stored_study):
         "sys.exit(f'status {status}, imported {loaded}' if status or loaded else 0)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
     assert result.returncode == 0, result.stderr
@@ -157,8 +187,16 @@ def test_unknown_study_exits_2(stored_study, capsys, tmp_path, monkeypatch, argv
 
 
 def test_show_text(stored_study, capsys):
-    status, out, _ = run(capsys, "show", "--study", FAMILIES_STUDY,
-                         "--storage", stored_study.url, "--top", "3")
+    status, out, _ = run(
+        capsys,
+        "show",
+        "--study",
+        FAMILIES_STUDY,
+        "--storage",
+        stored_study.url,
+        "--top",
+        "3",
+    )
 
     study = load(stored_study)
     best = study.best_trial
@@ -171,15 +209,28 @@ def test_show_text(stored_study, capsys):
     assert "top 3 completed trials:" in lines
     table_start = lines.index("top 3 completed trials:") + 1
     assert lines[table_start].split() == [
-        "number", "family", "state", "valid_acc", "epochs", "duration_s", "config",
+        "number",
+        "family",
+        "state",
+        "valid_acc",
+        "epochs",
+        "duration_s",
+        "config",
     ]
     assert lines[table_start + 1].split()[:4] == [
-        str(best.number), best.params["scheduler"], "COMPLETE", f"{best.value:.4g}",
+        str(best.number),
+        best.params["scheduler"],
+        "COMPLETE",
+        f"{best.value:.4g}",
     ]
-    assert f"best trial {best.number} ({best.params['scheduler']}): valid_acc = " \
+    assert (
+        f"best trial {best.number} ({best.params['scheduler']}): valid_acc = "
         f"{best.value:.4g}" in lines
-    curve_start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", "lr"])
-    curve = [line.split() for line in lines[curve_start + 1:]]
+    )
+    curve_start = next(
+        i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", "lr"]
+    )
+    curve = [line.split() for line in lines[curve_start + 1 :]]
     assert [row[0] for row in curve] == [str(e) for e in range(1, MAX_EPOCHS + 1)]
     assert [row[4] for row in curve] == [
         f"{best.intermediate_values[step]:.4g}" for step in range(MAX_EPOCHS)
@@ -187,8 +238,16 @@ def test_show_text(stored_study, capsys):
 
 
 def test_show_csv(stored_study, capsys):
-    status, out, _ = run(capsys, "show", "--study", FAMILIES_STUDY,
-                         "--storage", stored_study.url, "--format", "csv")
+    status, out, _ = run(
+        capsys,
+        "show",
+        "--study",
+        FAMILIES_STUDY,
+        "--storage",
+        stored_study.url,
+        "--format",
+        "csv",
+    )
 
     rows = parse_csv(out)
     complete = sorted(
@@ -201,14 +260,24 @@ def test_show_csv(stored_study, capsys):
         assert float(row["value"]) == trial.value
         assert row["family"] == trial.params["scheduler"]
         assert float(row["params_lr"]) == trial.params["lr"]
-        assert json.loads(row["scheduler_kwargs"]) == trial.user_attrs["scheduler_kwargs"]
+        assert (
+            json.loads(row["scheduler_kwargs"]) == trial.user_attrs["scheduler_kwargs"]
+        )
         assert int(row["seed"]) == trial.user_attrs["seed"]
         assert row["state"] == "COMPLETE"
 
 
 def test_show_json(stored_study, capsys):
-    status, out, _ = run(capsys, "show", "--study", LOSSES_STUDY,
-                         "--storage", stored_study.url, "--format", "json")
+    status, out, _ = run(
+        capsys,
+        "show",
+        "--study",
+        LOSSES_STUDY,
+        "--storage",
+        stored_study.url,
+        "--format",
+        "json",
+    )
 
     document = json.loads(out)
     study = load(stored_study, LOSSES_STUDY)
@@ -235,15 +304,25 @@ def test_show_json(stored_study, capsys):
 
 
 def test_compare_text_best_family_first(stored_study, capsys):
-    status, out, _ = run(capsys, "compare", FAMILIES_STUDY, "--storage", stored_study.url)
+    status, out, _ = run(
+        capsys, "compare", FAMILIES_STUDY, "--storage", stored_study.url
+    )
 
     lines = out.splitlines()
     trials = analysis.trials_frame(stored_study.url, FAMILIES_STUDY)
     expected = analysis.compare_families(trials)
     assert status == 0
-    assert lines[0] == f"study {FAMILIES_STUDY!r} (maximize valid_acc), best family first:"
+    assert (
+        lines[0] == f"study {FAMILIES_STUDY!r} (maximize valid_acc), best family first:"
+    )
     assert lines[1].split()[:7] == [
-        "family", "trials", "complete", "pruned", "failed", "best", "best_trial",
+        "family",
+        "trials",
+        "complete",
+        "pruned",
+        "failed",
+        "best",
+        "best_trial",
     ]
     assert [line.split()[0] for line in lines[2:]] == expected["family"].tolist()
     constant = next(line.split() for line in lines[2:] if line.startswith("constant"))
@@ -253,25 +332,38 @@ def test_compare_text_best_family_first(stored_study, capsys):
 
 
 def test_compare_csv_two_studies(stored_study, capsys):
-    status, out, _ = run(capsys, "compare", LOSSES_STUDY, FAMILIES_STUDY,
-                         "--storage", stored_study.url, "--format", "csv")
+    status, out, _ = run(
+        capsys,
+        "compare",
+        LOSSES_STUDY,
+        FAMILIES_STUDY,
+        "--storage",
+        stored_study.url,
+        "--format",
+        "csv",
+    )
 
     rows = parse_csv(out)
     assert status == 0
-    assert list(dict.fromkeys(row["study"] for row in rows)) == [LOSSES_STUDY, FAMILIES_STUDY]
+    assert list(dict.fromkeys(row["study"] for row in rows)) == [
+        LOSSES_STUDY,
+        FAMILIES_STUDY,
+    ]
     assert list(rows[0]) == analysis.COMPARISON_COLUMNS
     for name in (LOSSES_STUDY, FAMILIES_STUDY):
         study = load(stored_study, name)
         study_rows = [row for row in rows if row["study"] == name]
         best_row = study_rows[0]
         # Families that tie on the best value are ordered by median, so the best
-        # row may hold another trial than Optuna's best_trial, with the same value.
+        # row may name another trial than Optuna's best_trial, with the same value.
         best_trial = study.trials[int(best_row["best_number"])]
         assert float(best_row["best_value"]) == study.best_value
         assert best_trial.value == study.best_value
         assert best_row["family"] == best_trial.params["scheduler"]
         for row in study_rows:
-            trials = [t for t in study.get_trials() if t.params["scheduler"] == row["family"]]
+            trials = [
+                t for t in study.get_trials() if t.params["scheduler"] == row["family"]
+            ]
             assert int(row["trials"]) == len(trials)
             assert int(row["epochs"]) == sum(
                 len(read_rows(stored_study.url, epochs_table, [name], [t.number]))
@@ -280,20 +372,31 @@ def test_compare_csv_two_studies(stored_study, capsys):
 
 
 def test_compare_json(stored_study, capsys):
-    status, out, _ = run(capsys, "compare", FAMILIES_STUDY,
-                         "--storage", stored_study.url, "--format", "json")
+    status, out, _ = run(
+        capsys,
+        "compare",
+        FAMILIES_STUDY,
+        "--storage",
+        stored_study.url,
+        "--format",
+        "json",
+    )
 
     documents = {d["family"]: d for d in json.loads(out)}
     study = load(stored_study)
     assert status == 0
     assert set(documents) == {"constant", "StepLR", "OneCycleLR", "CosineAnnealingLR"}
     cosine = documents["CosineAnnealingLR"]
-    cosine_trials = [t for t in study.get_trials()
-                     if t.params["scheduler"] == "CosineAnnealingLR"]
+    cosine_trials = [
+        t for t in study.get_trials() if t.params["scheduler"] == "CosineAnnealingLR"
+    ]
     assert cosine["trials"] == len(cosine_trials)
     assert cosine["best_value"] == max(t.value for t in cosine_trials)
     assert cosine["std"] is None  # a single completed trial has no sample deviation
-    assert json.loads(cosine["best_scheduler_kwargs"]) == {"T_max": MAX_EPOCHS, "eta_min": 0.0}
+    assert json.loads(cosine["best_scheduler_kwargs"]) == {
+        "T_max": MAX_EPOCHS,
+        "eta_min": 0.0,
+    }
     constant = documents["constant"]
     assert constant["pruned"] == 1
     assert constant["complete"] == 1
@@ -304,8 +407,16 @@ def test_compare_json(stored_study, capsys):
 def test_export_writes_three_files(stored_study, capsys, tmp_path, suffix):
     out_path = tmp_path / f"results{suffix}"
 
-    status, out, _ = run(capsys, "export", "--study", FAMILIES_STUDY, "--out", str(out_path),
-                         "--storage", stored_study.url)
+    status, out, _ = run(
+        capsys,
+        "export",
+        "--study",
+        FAMILIES_STUDY,
+        "--out",
+        str(out_path),
+        "--storage",
+        stored_study.url,
+    )
 
     read = pd.read_csv if suffix == ".csv" else pd.read_parquet
     trials = read(out_path)
@@ -336,8 +447,16 @@ def test_export_writes_three_files(stored_study, capsys, tmp_path, suffix):
 def test_export_parquet_keeps_dtypes(stored_study, capsys, tmp_path):
     out_path = tmp_path / "results.parquet"
 
-    status, _, _ = run(capsys, "export", "--study", FAMILIES_STUDY, "--out", str(out_path),
-                       "--storage", stored_study.url)
+    status, _, _ = run(
+        capsys,
+        "export",
+        "--study",
+        FAMILIES_STUDY,
+        "--out",
+        str(out_path),
+        "--storage",
+        stored_study.url,
+    )
 
     trials = pd.read_parquet(out_path)
     assert status == 0
@@ -349,8 +468,16 @@ def test_export_parquet_keeps_dtypes(stored_study, capsys, tmp_path):
 def test_export_rejects_suffix(stored_study, capsys, tmp_path):
     out_path = tmp_path / "results.xlsx"
 
-    status, out, err = run(capsys, "export", "--study", FAMILIES_STUDY, "--out",
-                           str(out_path), "--storage", stored_study.url)
+    status, out, err = run(
+        capsys,
+        "export",
+        "--study",
+        FAMILIES_STUDY,
+        "--out",
+        str(out_path),
+        "--storage",
+        stored_study.url,
+    )
 
     assert status == 2
     assert out == ""
@@ -362,15 +489,25 @@ def test_export_rejects_suffix(stored_study, capsys, tmp_path):
 def test_export_missing_folder(stored_study, capsys, tmp_path):
     out_path = tmp_path / "missing" / "results.csv"
 
-    status, _, err = run(capsys, "export", "--study", FAMILIES_STUDY, "--out",
-                         str(out_path), "--storage", stored_study.url)
+    status, _, err = run(
+        capsys,
+        "export",
+        "--study",
+        FAMILIES_STUDY,
+        "--out",
+        str(out_path),
+        "--storage",
+        stored_study.url,
+    )
 
     assert status == 2
     assert f"cannot write {out_path}" in err
 
 
 def test_format_choices_rejected(stored_study, capsys):
-    status, _, err = run(capsys, "list", "--storage", stored_study.url, "--format", "xml")
+    status, _, err = run(
+        capsys, "list", "--storage", stored_study.url, "--format", "xml"
+    )
 
     assert status == 2
     assert "invalid choice: 'xml'" in err

@@ -32,6 +32,9 @@ def run_command(study_path, url: str, *options: str) -> list[str]:
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SEARCH_STORAGE", None)
+    # One torch thread per process: several test processes share few cores,
+    # and torch's spinning OpenMP threads slow each other down several times.
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 
