@@ -11,7 +11,6 @@ import random
 import time
 
 import optuna
-import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages._rdb.models import TrialIntermediateValueModel as IntermediateValue
 
@@ -22,20 +21,11 @@ from search.records import create_tables, dispose_engines, epochs_table, get_eng
 FAMILIES = ["constant", "StepLR", "CosineAnnealingLR", "OneCycleLR"]
 
 
-def _skip_fsync(connection, _record) -> None:
-    connection.execute("PRAGMA synchronous=OFF")
-
-
 def create_synthetic_study(storage_url: str, n_trials: int, n_epochs: int) -> str:
-    """Store a finished study of ``n_trials`` trials of ``n_epochs`` epochs; return its name."""
+    """Store a synthetic study and return its name."""
     name = unique_name("bench_analysis")
-    storage = optuna.storages.RDBStorage(storage_url)
-    if storage.engine.dialect.name == "sqlite":
-        # Synthetic data needs no durability: skipping the fsync of every
-        # trial's commit makes adding the trials several times faster.
-        sqlalchemy.event.listen(storage.engine, "connect", _skip_fsync)
-        storage.engine.dispose()
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=name, storage=storage_url,
+                                direction="maximize")
     generator = random.Random(0)
     distributions = {"scheduler": CategoricalDistribution(FAMILIES),
                      "lr": FloatDistribution(1e-3, 0.5, log=True)}
@@ -68,14 +58,15 @@ def create_synthetic_study(storage_url: str, n_trials: int, n_epochs: int) -> st
                             "intermediate_value_type": kind})
     with get_engine(storage_url).begin() as connection:
         connection.execute(epochs_table.insert(), rows)
-        # NOTE: Optuna's storage adds intermediate values one query at a time
-        # (about 5 ms each here, so 4 minutes for 50,000), hence this bulk
-        # insert into its private table model (Optuna 5.1).
+        # NOTE: Optuna's storage adds intermediate values a few queries at a
+        # time (100 trials of 50 took 11 s on the 2-core benchmark machine),
+        # hence this bulk insert into its private table model (Optuna 5.1).
         connection.execute(IntermediateValue.__table__.insert(), reports)
     return name
 
 
-def measure_analysis(storage_url: str, name: str, repetitions: int) -> dict[str, list[float]]:
+def measure_analysis(storage_url: str, name: str,
+                     repetitions: int) -> dict[str, list[float]]:
     """Alternate cold loads through ``epochs_frame`` and ``trials_dataframe``.
 
     Each load starts without pooled connections or Optuna's trial cache, as

@@ -79,14 +79,16 @@ def write_fixed_study(folder: Path, name: str, max_epochs: int = 20,
     return path
 
 
-def write_variant(source: Path, folder: Path, name: str, pruner_table: str | None = None) -> Path:
-    """Copy a study file under a new name, optionally replacing its ``[pruner]`` table."""
+def write_variant(source: Path, folder: Path, name: str,
+                  pruner_table: str | None = None) -> Path:
+    """Copy a study file under a new name, with another ``[pruner]`` table if given."""
     text = source.read_text(encoding="utf-8")
     header, _, tables = text.partition("\n[")
     header = re.sub(r'(?m)^name = ".*"\n', "", header)
     text = f'name = "{name}"\n{header}\n[{tables}'
     if pruner_table is not None:
-        text = re.sub(r"(?ms)^\[pruner\]\n.*?(?=^\[)", pruner_table + "\n\n", text, count=1)
+        text = re.sub(r"(?ms)^\[pruner\]\n.*?(?=^\[)", pruner_table + "\n\n", text,
+                      count=1)
     path = folder / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
     return path

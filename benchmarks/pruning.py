@@ -42,7 +42,8 @@ def run_schedules(storage_url: str, folder: Path, n_trials: int,
         if "diverged_epoch" not in t.user_attrs
         and max(t.intermediate_values, default=0) + 1 < max_epochs
     )
-    return PruningResult(len(epochs), len(epochs) + extra, study.best_value, len(pruned))
+    return PruningResult(len(epochs), len(epochs) + extra, study.best_value,
+                         len(pruned))
 
 
 def measure_pruning(storage_url: str, folder: Path,

@@ -32,7 +32,11 @@ if __package__ in (None, ""):
 import optuna
 import torch
 
-from benchmarks.analysis_load import create_synthetic_study, load_ratio, measure_analysis
+from benchmarks.analysis_load import (
+    create_synthetic_study,
+    load_ratio,
+    measure_analysis,
+)
 from benchmarks.common import median, postgresql_database
 from benchmarks.pruning import measure_pruning
 from benchmarks.threads import measure_threads
@@ -125,11 +129,12 @@ def throughput_rows(url: str, backend: str, folder: Path, sizes: Sizes) -> list[
     """Measure 1 and 2 workers on one storage and return their rows."""
     rates = measure_throughput(url, folder, sizes.throughput_trials,
                                sizes.throughput_repetitions)
-    one, two = median(rates[1]), median(rates[2])
+    one_worker, two_workers = median(rates[1]), median(rates[2])
     return [
-        Row(f"trials/min, 1 worker ({backend})", f"{one:.1f}"),
-        Row(f"trials/min, 2 workers ({backend})", f"{two:.1f}"),
-        _ratio_row(f"2 workers / 1 worker ({backend})", two / one, 1.8, False,
+        Row(f"trials/min, 1 worker ({backend})", f"{one_worker:.1f}"),
+        Row(f"trials/min, 2 workers ({backend})", f"{two_workers:.1f}"),
+        _ratio_row(f"2 workers / 1 worker ({backend})", two_workers / one_worker, 1.8,
+                   False,
                    f"{sizes.throughput_trials} trials per run, "
                    f"{sizes.throughput_repetitions} runs each"),
     ]

@@ -28,7 +28,7 @@ def trials_per_minute(study: optuna.Study) -> float:
 
 
 def run_workers(storage_url: str, folder: Path, workers: int, n_trials: int) -> float:
-    """Run a fresh fixed study with ``workers`` processes and return its trials per minute."""
+    """Run a new fixed study on ``workers`` processes; return its trials per minute."""
     path = write_fixed_study(folder, unique_name(f"bench_workers{workers}"))
     command = [sys.executable, "-m", "search", "-q", "run", "--study", str(path),
                "--storage", storage_url, "--n-trials", str(n_trials)]

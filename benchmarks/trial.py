@@ -20,8 +20,14 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from torch import nn
 
-from benchmarks.common import FIXED_GAMMA, FIXED_LR, FIXED_STEP_SIZE, median
-from benchmarks.common import unique_name, write_fixed_study
+from benchmarks.common import (
+    FIXED_GAMMA,
+    FIXED_LR,
+    FIXED_STEP_SIZE,
+    median,
+    unique_name,
+    write_fixed_study,
+)
 from benchmarks.handwritten import fit_handwritten
 from search.data import prepare_data
 from search.models import MLP
@@ -48,7 +54,8 @@ class TrialTimes:
 
     @property
     def storage_share(self) -> float:
-        return median(w / e for w, e in zip(self.storage_wait, self.epoch_time, strict=True))
+        pairs = zip(self.storage_wait, self.epoch_time, strict=True)
+        return median(wait / epochs for wait, epochs in pairs)
 
 
 def _plain_objective(spec: StudySpec, data, times: TrialTimes):
@@ -83,7 +90,8 @@ def _plain_objective(spec: StudySpec, data, times: TrialTimes):
     return objective
 
 
-def _product_trial(study: optuna.Study, objective: Objective, times: TrialTimes) -> None:
+def _product_trial(study: optuna.Study, objective: Objective,
+                   times: TrialTimes) -> None:
     started = time.perf_counter()
     study.optimize(objective, n_trials=1)
     times.product.append(time.perf_counter() - started)
@@ -95,9 +103,10 @@ def _product_trial(study: optuna.Study, objective: Objective, times: TrialTimes)
     times.metrics["product"] = net.history[-1, "valid_acc"]
 
 
-def measure_trials(storage_url: str, folder: Path, repetitions: int, max_epochs: int = 20,
-                   with_plain: bool = True, fast: bool = True) -> TrialTimes:
-    """Time ``repetitions`` interleaved rounds of the three contenders on one storage."""
+def measure_trials(storage_url: str, folder: Path, repetitions: int,
+                   max_epochs: int = 20, with_plain: bool = True,
+                   fast: bool = True) -> TrialTimes:
+    """Time ``repetitions`` interleaved rounds of the contenders on one storage."""
     torch.set_num_threads(1)
     spec = load_spec(write_fixed_study(folder, unique_name("bench_trial"), max_epochs))
     data = prepare_data(spec.data, spec.seed)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from search.errors import InputError
 from search.records import batches_table, epochs_table, get_engine
-from search.storage import StorageError, make_storage, mask_url
+from search.storage import StorageError, close_storage, make_storage, mask_url
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -140,7 +140,7 @@ def open_storage(storage_url: str) -> BaseStorage:
     Returns
     -------
     optuna.storages.RDBStorage
-        The caller disposes of ``storage.engine`` when done.
+        Close it with :func:`search.storage.close_storage` when done.
 
     Raises
     ------
@@ -184,13 +184,7 @@ def study_names(storage_url: str) -> list[str]:
     try:
         return [study.study_name for study in storage.get_all_studies()]
     finally:
-        _close(storage)
-
-
-def _close(storage: BaseStorage) -> None:
-    engine = getattr(storage, "engine", None)
-    if engine is not None:
-        engine.dispose()
+        close_storage(storage)
 
 
 def _direction_name(directions: Sequence[StudyDirection]) -> str:
@@ -219,7 +213,7 @@ def _load_trials(
             loaded.append((stored[name], trials))
         return loaded
     finally:
-        _close(storage)
+        close_storage(storage)
 
 
 def _epoch_counts(storage_url: str, names: Sequence[str]) -> dict[int, int]:

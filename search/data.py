@@ -78,9 +78,9 @@ def _load_builtin(name: str) -> tuple[np.ndarray, np.ndarray, str, tuple | None]
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet data file, raising :class:`DataError` with the fix.
 
-    Neither format runs code from the file: pandas parses CSV as text, and
-    pyarrow 15 and later (the ``parquet`` extra) no longer unpickle Parquet
-    extension types.
+    Nothing is unpickled. pandas parses CSV as text, and pyarrow stopped
+    unpickling Parquet extension types in 14.0.1 (CVE-2023-47248), below the
+    ``parquet`` extra's minimum of 15.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -137,7 +137,7 @@ def _load_file(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str, None]:
 
 def _column_problems(path: str, features: pd.DataFrame, target: pd.Series,
                      target_name: str, task: str) -> list[str]:
-    """Return one message per unusable column: not numeric, missing or infinite values."""
+    """List the non-numeric columns and the columns with missing or infinite values."""
     problems = []
     columns = [(target_name, target, "target")] + [
         (name, features[name], "feature") for name in features.columns
@@ -170,8 +170,8 @@ def _column_problems(path: str, features: pd.DataFrame, target: pd.Series,
             infinite = ~np.isfinite(column.to_numpy(dtype=np.float64))
             if infinite.any():
                 problems.append(
-                    f"{path}: {role} column {name!r} has {int(infinite.sum())} infinite "
-                    "values; replace or drop those rows"
+                    f"{path}: {role} column {name!r} has {int(infinite.sum())} "
+                    "infinite values; replace or drop those rows"
                 )
     return problems
 
@@ -182,10 +182,10 @@ def _check_file_classes(path: str, target: pd.Series, target_name: str) -> None:
     if len(rare):
         label = rare.index[0]
         raise DataError(
-            f"{path}: target column {target_name!r}: class {label!r} has {int(rare.iloc[0])}"
-            f" row, too few for a stratified split (each class needs 2); add rows of that "
-            "class, drop them, or set data.task = \"regression\" if the target is a "
-            "quantity"
+            f"{path}: target column {target_name!r}: class {label!r} has "
+            f"{int(rare.iloc[0])} row, too few for a stratified split (each class "
+            "needs 2); add rows of that class, drop them, or set data.task = "
+            "\"regression\" if the target is a quantity"
         )
 
 

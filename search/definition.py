@@ -1,10 +1,9 @@
-"""A study's definition: the checks a run needs before any storage is opened, and
-the comparison of a study file with the definition stored when its study was created.
+"""Check a study's definition before a run: its data and model, and its stored copy.
 
 A stored study keeps its definition (``spec_to_dict``) in the study user
 attribute ``search_spec``. Running the same study name from a file whose search
 space, data, model or training differ would mix trials of two experiments, so
-it is rejected unless the run passes ``accept_changes``; accepted changes are
+it is rejected unless the run passes ``accept_changes``. Accepted changes are
 listed, with their UTC time, in the user attribute ``search_accepted_changes``.
 """
 
@@ -28,8 +27,16 @@ ACCEPTED_CHANGES_ATTR = "search_accepted_changes"
 # Parts of the definition that decide what a trial's value means. The name,
 # description, n_trials, sampler and pruner may change between runs: they
 # change which trials run next, not what a stored trial measured.
-COMPARED_KEYS = ("direction", "metric", "seed", "data", "model", "training", "lr",
-                 "families")
+COMPARED_KEYS = (
+    "direction",
+    "metric",
+    "seed",
+    "data",
+    "model",
+    "training",
+    "lr",
+    "families",
+)
 MISSING = object()
 
 
@@ -102,7 +109,9 @@ def definition_changes(stored: Mapping, current: Mapping) -> list[Change]:
     ]
 
 
-def check_stored_definition(study, spec: StudySpec, accept_changes: bool = False) -> None:
+def check_stored_definition(
+    study, spec: StudySpec, accept_changes: bool = False
+) -> None:
     """Store the definition of a new study, or check it against the stored one.
 
     Parameters
@@ -135,18 +144,25 @@ def check_stored_definition(study, spec: StudySpec, accept_changes: bool = False
             f"study {spec.name!r} exists with a different definition than "
             f"{spec.path or 'the study file'}:\n  " + "\n  ".join(lines) + "\n"
             "Its stored trials ran with the old definition. Give the study a new name "
-            "(name = \"...\" in the study file) to start a separate study, or rerun with "
-            f"--accept-changes to continue it and record the change in {ACCEPTED_CHANGES_ATTR}"
+            '(name = "..." in the study file) to start a separate study, or rerun with '
+            "--accept-changes to continue it and record the change in "
+            f"{ACCEPTED_CHANGES_ATTR}"
         )
-    record = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "changes": lines}
+    record = {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "changes": lines,
+    }
     accepted = list(study.user_attrs.get(ACCEPTED_CHANGES_ATTR, [])) + [record]
     study.set_user_attr(ACCEPTED_CHANGES_ATTR, accepted)
     study.set_user_attr(SPEC_ATTR, current)
     if "metric" in study.user_attrs:
         study.set_user_attr("metric", spec.metric)
-    logger.warning("study %r: accepted %d definition changes: %s", spec.name,
-                   len(lines), "; ".join(lines))
+    logger.warning(
+        "study %r: accepted %d definition changes: %s",
+        spec.name,
+        len(lines),
+        "; ".join(lines),
+    )
 
 
 def check_data(spec: StudySpec):
@@ -166,11 +182,13 @@ def check_data(spec: StudySpec):
     data = prepare_data(spec.data, spec.seed)
     if data.task == "regression" and spec.metric == "valid_acc":
         source = spec.data.path or spec.data.dataset
-        raise SpecError([
-            f"{spec.path}: metric: valid_acc needs a classification target, but "
-            f"{source} is a regression task (got 'valid_acc'); set metric = "
-            "\"valid_loss\", or data.task = \"classification\" for class labels"
-        ])
+        raise SpecError(
+            [
+                f"{spec.path}: metric: valid_acc needs a classification target, but "
+                f"{source} is a regression task (got 'valid_acc'); set metric = "
+                '"valid_loss", or data.task = "classification" for class labels'
+            ]
+        )
     return data
 
 

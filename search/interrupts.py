@@ -4,7 +4,7 @@ skorch's ``NeuralNet.partial_fit`` catches ``KeyboardInterrupt`` and ends
 training quietly, so the default SIGINT handling would record an interrupted
 trial as COMPLETE. :class:`SignalGuard` replaces the handlers of both signals
 with one that raises :class:`Interrupted`, a ``BaseException`` that neither
-skorch nor Optuna catches. Between trials it only asks the study to stop, so
+skorch nor Optuna catches. Between trials it only calls ``study.stop()``, so
 the interruption never leaves a trial created by ``study.ask`` RUNNING.
 """
 
@@ -83,7 +83,8 @@ class SignalGuard:
         if threading.current_thread() is not threading.main_thread():
             # Python delivers signals to the main thread only, and
             # signal.signal raises ValueError elsewhere.
-            logger.debug("not in the main thread; SIGINT and SIGTERM keep their handlers")
+            logger.debug("not in the main thread; SIGINT and SIGTERM keep their "
+                         "handlers")
             return self
         for signum in HANDLED_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -114,7 +115,7 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def raising(self) -> Iterator[None]:
-        """Raise :class:`Interrupted` for a signal received before or inside the block."""
+        """Raise :class:`Interrupted` for a signal received before or in the block."""
         self._deferred = False
         try:
             self.raise_if_received()

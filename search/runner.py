@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import logging
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SPEC_ATTR = "search_spec"
-# Seconds between heartbeats of a running trial; a trial without one for 4
-# intervals counts as stale (its worker died) and is failed and retried.
+# Seconds between heartbeats of a running trial. A trial without one for 4
+# intervals counts as stale, because its worker died, and is failed and retried.
 DEFAULT_HEARTBEAT_INTERVAL_S = 60
 DEFAULT_MAX_RETRY = 2
 
@@ -142,6 +143,14 @@ def close_study(study: optuna.Study) -> None:
     dispose_engines()
 
 
+@atexit.register
+def _close_open_studies() -> None:
+    # A study used after run_study, for example for the summary, reopens
+    # connections; close them before the interpreter exits.
+    for study in list(_rdb_storages):
+        close_study(study)
+
+
 def count_finished(study: optuna.Study) -> int:
     """Return the number of COMPLETE and PRUNED trials of the study."""
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
@@ -201,7 +210,7 @@ def run_study(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     worker_initializer: Callable[[], None] | None = None,
 ) -> optuna.Study:
-    """Optimize the study until it holds its target number of finished trials.
+    """Optimize the study until it contains its target number of finished trials.
 
     Parameters
     ----------
@@ -260,13 +269,14 @@ def _optimize(study: optuna.Study, spec: StudySpec, storage_url: str,
         callbacks.append(optuna.study.MaxTrialsCallback(target, states=FINISHED_STATES))
         n_trials = None
     elif waiting:
-        # The target is met, but retries of trials whose worker died are
-        # queued: run those, and only those.
-        logger.info("study %r holds %d finished trials; running its %d queued "
-                    "retries", spec.name, finished, waiting)
+        # The target is met, but WAITING trials are queued, usually retries
+        # of trials whose worker died. Run those, and only those.
+        logger.info("study %r contains %d finished trials; running its %d WAITING "
+                    "trials (retries or enqueued parameters)", spec.name, finished,
+                    waiting)
         n_trials = waiting
     else:
-        logger.info("study %r already holds %d finished trials (target %d)",
+        logger.info("study %r already contains %d finished trials (target %d)",
                     spec.name, finished, target)
         return
     if on_trial is not None:
@@ -278,8 +288,9 @@ def _optimize(study: optuna.Study, spec: StudySpec, storage_url: str,
     guard.defer()
     try:
         study.optimize(
-            _GuardedObjective(Objective(spec, storage_url, threads=options.torch_threads),
-                              guard),
+            _GuardedObjective(
+                Objective(spec, storage_url, threads=options.torch_threads), guard
+            ),
             n_trials=n_trials,
             timeout=options.timeout,
             callbacks=callbacks,

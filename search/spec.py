@@ -28,8 +28,8 @@ from search.schedules import CONSTANT, FAMILIES, Argument
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")
-# Study-file names of the Optuna classes (``optuna.samplers`` and
-# ``optuna.pruners``); runner.build_sampler and runner.build_pruner build the same.
+# Study-file names of the classes in optuna.samplers and optuna.pruners.
+# runner.build_sampler and runner.build_pruner build the same classes.
 SAMPLER_CLASSES = {
     "tpe": "TPESampler",
     "random": "RandomSampler",
@@ -231,12 +231,14 @@ def parse_spec(text: str, source: str = "<study>", default_name: str = "study") 
     return spec
 
 
-TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
+TOML_POSITION = re.compile(
+    r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$"
+)
 
 
 def _toml_error_line(error: tomllib.TOMLDecodeError, source: str) -> str:
-    # Python 3.14 sets lineno and colno; 3.11 to 3.13 only append
-    # "(at line L, column C)" or "(at end of document)" to the message.
+    # Python 3.14 sets lineno and colno. Older versions (seen on 3.11) only
+    # append "(at line L, column C)" or "(at end of document)" to the message.
     message = str(error)
     line, column = getattr(error, "lineno", None), getattr(error, "colno", None)
     match = TOML_POSITION.search(message)
@@ -340,7 +342,8 @@ def _build_component(raw: dict, key: str, classes: Mapping[str, str], default: s
                      training: TrainingSpec, seed: int,
                      problems: _Problems) -> ComponentSpec:
     table = _table(raw, key, problems)
-    name = _choice(table, "name", tuple(classes), default, problems, f"{key}.", what=key)
+    name = _choice(table, "name", tuple(classes), default, problems, f"{key}.",
+                   what=key)
     options = {k: v for k, v in table.items() if k != "name"}
     if "name" not in table or name == table["name"]:
         _check_component(key, name, classes[name], options, training, seed, problems)
@@ -372,15 +375,16 @@ def _check_component(key: str, name: str, class_name: str, options: dict,
                    f"valid options of {class_name}: {', '.join(settable) or 'none'}")
             problems.add(prefix, f"unknown option of {class_name}", option, fix)
         elif option not in settable:
-            problems.add(prefix, "takes a Python object and cannot be set in a study file",
-                         value, "remove it")
+            problems.add(prefix, "takes a Python object and cannot be set in a study "
+                         "file", value, "remove it")
         else:
             expected = _option_types(parameters[option])
             if not _matches_types(value, expected):
                 problems.add(prefix, f"must be {' or '.join(expected)}", value,
                              f"see the {class_name} documentation")
     for option in settable:
-        if parameters[option].default is inspect.Parameter.empty and option not in options:
+        required = parameters[option].default is inspect.Parameter.empty
+        if required and option not in options:
             problems.add(f"{key}.{option}", f"missing, {class_name} requires it", None,
                          f"add {option} = VALUE to [{key}]")
     if len(problems.items) > before:
@@ -404,12 +408,12 @@ def _check_component(key: str, name: str, class_name: str, options: dict,
     try:
         with warnings.catch_warnings():
             # The run builds it again and shows Optuna's warnings (experimental
-            # features) then; here it is only a check.
+            # features) then, so this check stays quiet.
             warnings.simplefilter("ignore")
             cls(**kwargs)
     except (TypeError, ValueError) as error:
-        # Optuna's messages name the option they reject, e.g. "but got
-        # n_warmup_steps=-1"; the first option named is the key of the problem.
+        # Optuna's messages usually name the rejected option ("but got
+        # n_warmup_steps=-1"), so the first option named is the problem's key.
         named = [option for option in options if option in str(error)]
         if named:
             problems.add(f"{key}.{named[0]}", f"rejected by {class_name} ({error})",
@@ -420,7 +424,8 @@ def _check_component(key: str, name: str, class_name: str, options: dict,
 
 
 def _settable_option(key: str, parameter: inspect.Parameter) -> bool:
-    if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    if parameter.kind in variadic:
         return False
     if key == "sampler" and parameter.name == "seed":
         return False

@@ -187,7 +187,7 @@ def make_storage(url: str, heartbeat_interval: int | None = None,
         SQLAlchemy URL of the database.
     heartbeat_interval : int, optional
         Seconds between heartbeats of a running trial. With it, a trial whose
-        worker died is marked FAIL, by the next worker that asks for a trial,
+        worker died is marked FAIL, by the next worker that starts a trial,
         once its heartbeat is older than ``grace_period`` (default: 4 times
         the interval). When ``max_retry`` is given, its parameters are then
         queued again, at most ``max_retry`` times (see :class:`RetryStaleTrial`).

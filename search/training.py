@@ -2,7 +2,7 @@
 
 The fast path: training and validation batches are slices of whole in-memory
 tensors (:class:`TensorBatchIterator`), not samples indexed and collated one by
-one, with the same shuffling as skorch's default DataLoader, and the net skips
+one, with the same shuffling as skorch's default DataLoader. The net skips
 per-batch work that a trial does not use (:class:`LeanNeuralNetClassifier`).
 """
 
@@ -73,7 +73,7 @@ class TensorBatchIterator:
 class ValidAccuracy(Callback):
     """Record ``valid_acc`` from the logits of the validation batches.
 
-    It stands in for skorch's default ``EpochScoring("accuracy")`` callback,
+    It replaces skorch's default ``EpochScoring("accuracy")`` callback,
     which reaches the same fraction of correct predictions through
     scikit-learn's scorer and a softmax per epoch. Like it, it also records
     ``valid_acc_best``.
@@ -158,7 +158,7 @@ class LeanNeuralNetRegressor(_LeanEpochs, NeuralNetRegressor):
 
 
 class TrainingDiverged(Exception):
-    """Raised when an epoch's training loss, validation loss or metric is NaN or infinite.
+    """Raised when an epoch's training or validation loss or metric is NaN or infinite.
 
     ``key`` is the history key of the value: ``train_loss``, ``valid_loss``
     or ``metric``.
@@ -207,7 +207,7 @@ class EpochSummary:
 
 
 class BackgroundJobs:
-    """Run jobs in submission order on one daemon thread, and re-raise their errors.
+    """Run jobs in submission order on one worker thread, and re-raise their errors.
 
     A job's exception is raised by the next :meth:`wait` or :meth:`close`, in
     the thread that calls it.
@@ -223,7 +223,7 @@ class BackgroundJobs:
         return future
 
     def wait(self) -> None:
-        """Block until every submitted job has finished; raise the first job error."""
+        """Block until every submitted job has finished, then raise the first error."""
         futures, self._futures = self._futures, []
         errors = [f.exception() for f in futures]
         for error in errors:
@@ -250,12 +250,13 @@ class EpochRecorder(Callback):
 
     ``sink(summary)`` returns True to stop training after that epoch, which
     raises :class:`StopRequested`. Given ``jobs``, the sink runs on their
-    background thread while the next epoch trains: the result for epoch N is
-    collected at the end of epoch N + 1, before that epoch is passed on, so a
+    background thread while the next epoch trains. The result for epoch N is
+    collected at the end of epoch N + 1, before that epoch is passed on. So a
     stop after epoch N passes on the same epochs as a sink in the training
-    thread, and epoch N + 1 is discarded. The last epoch's result is collected
-    in ``on_train_end``; a diverged epoch's right away. Call ``jobs.close()``
-    after ``fit``, also when it raised, so that every epoch is stored.
+    thread would, and epoch N + 1 is discarded. The last epoch's result is
+    collected in ``on_train_end``, and a diverged epoch's at once. Call
+    ``jobs.close()`` after ``fit``, also when it raised, so that every epoch
+    is stored.
 
     ``sink_wait_s_`` is the time in seconds the training thread spent in the
     sink, or in handing epochs off and waiting for their results.

@@ -1,19 +1,20 @@
 """Run one study on several worker processes of this machine.
 
 The parent process creates or loads the study, so the tables and the study
-exist before any worker starts, then starts the workers with
+exist before any worker starts. It then starts the workers with
 ``multiprocessing``'s forkserver method: a fresh server process imports torch
 and the training code once, and each worker is forked from it. Forking the
 parent itself is unsafe once torch has run an OpenMP parallel region, and
-spawning imports torch again in every worker. Each worker is the single-process runner on the same storage: it asks
-Optuna for trials until the study holds its target of finished trials, and
-prints its own progress lines to the inherited stdout. The parent forwards
-SIGINT and SIGTERM to the workers, waits for all of them and exits with the
-signal's status.
+spawning imports torch again in every worker. Each worker is the
+single-process runner on the same storage. It runs trials until the study
+contains its target of finished trials, and prints its own progress
+lines to the inherited stdout. The parent forwards SIGINT and SIGTERM to the
+workers, waits for all of them and exits with the signal's status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -38,8 +39,11 @@ from search.spec import StudySpec, load_spec
 
 logger = logging.getLogger(__name__)
 
-# Modules the fork server imports before it forks workers (torch among them).
-FORKSERVER_PRELOAD = ("search.workers", "search.objective", "search.cli")
+# Modules the fork server imports before it forks workers: torch, through the
+# objective, and the Alembic modules that Optuna's RDBStorage imports lazily.
+FORKSERVER_PRELOAD = ("search.workers", "search.objective", "search.cli",
+                      "alembic.migration", "alembic.script", "alembic.config",
+                      "alembic.command")
 
 
 class WorkersFailed(RuntimeError):
@@ -55,7 +59,7 @@ def count_cores() -> int:
 
 
 def torch_threads(n_workers: int) -> int:
-    """Return the torch threads of each of ``n_workers`` workers: cores / workers, at least 1."""
+    """Return the torch threads of each of ``n_workers`` workers: cores / N, min 1."""
     return max(1, count_cores() // n_workers)
 
 
@@ -94,10 +98,9 @@ class _SignalForwarder:
     def _send(process, signum: int) -> None:
         if process.pid is None or process.exitcode is not None:
             return
-        try:
+        # The worker may exit between the check and the signal.
+        with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signum)
-        except ProcessLookupError:
-            pass  # it exited between the check and the signal
 
 
 def run_workers(
@@ -107,11 +110,12 @@ def run_workers(
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     initializer: Callable[[], None] | None = None,
 ) -> optuna.Study:
-    """Run the study on ``options.workers`` processes until it holds its target.
+    """Run the study on ``options.workers`` processes until it contains its target.
 
     Each worker sets torch to :func:`torch_threads` threads and seeds its
     sampler from the operating system's entropy, so the workers sample
-    different parameters (and a parallel run does not repeat). The study may end
+    different parameters. (A parallel run is not reproducible anyway, because
+    the order of the trials depends on timing.) The study may end
     with up to ``workers - 1`` finished trials more than its target, because
     each worker finishes the trial it is running when the target is reached.
     ``on_trial`` and ``initializer`` run in the workers; see
@@ -127,7 +131,8 @@ def run_workers(
         If a worker exited with an error or was killed.
     """
     if spec.path is None:
-        raise ValueError("several workers need a study loaded from a file (spec.path)")
+        raise ValueError("several workers need a study loaded from a file, but "
+                         "spec.path is None; load it with search.spec.load_spec")
     study = open_study(spec, storage_url, options.heartbeat_interval,
                        options.max_retry, options.accept_changes)
     try:
@@ -135,14 +140,19 @@ def run_workers(
         target = options.n_trials or spec.n_trials
         finished = count_finished(study)
         if finished >= target and not count_waiting(study):
-            logger.info("study %r already holds %d finished trials (target %d)",
+            logger.info("study %r already contains %d finished trials (target %d)",
                         spec.name, finished, target)
             return study
     finally:
         close_study(study)
 
     threads = torch_threads(options.workers)
-    worker_options = replace(options, workers=1, torch_threads=threads, reseed_sampler=True)
+    cores = count_cores()
+    if options.workers > cores:
+        logger.warning("%d workers on %d CPU cores: the workers share cores, so each "
+                       "trial runs slower", options.workers, cores)
+    worker_options = replace(options, workers=1, torch_threads=threads,
+                             reseed_sampler=True)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     with _SignalForwarder() as forwarder:
@@ -151,7 +161,8 @@ def run_workers(
                 break
             process = context.Process(
                 target=_worker_main,
-                args=(spec.path, storage_url, worker_options, index, on_trial, initializer),
+                args=(spec.path, storage_url, worker_options, index, on_trial,
+                      initializer),
                 name=f"search-worker-{index}",
             )
             process.start()
@@ -176,8 +187,9 @@ def run_workers(
 def _describe_exit(index: int, process) -> str:
     code = process.exitcode
     if code < 0:
-        return (f"worker {index} (pid {process.pid}) was killed by {signal_name(-code)}; "
-                "its running trial is failed and retried once its heartbeat is stale")
+        return (f"worker {index} (pid {process.pid}) was killed by "
+                f"{signal_name(-code)}; its running trial is failed and retried once "
+                "its heartbeat is stale")
     return f"worker {index} (pid {process.pid}) exited with status {code}"
 
 

@@ -15,7 +15,7 @@ from tests.test_spec_errors import study_text
 
 
 def data_study(tmp_path, data_path, target="label", extra_data="", replace=None):
-    """Write a tiny study reading ``data_path``; return the study file's path."""
+    """Write a tiny study that reads ``data_path`` and return the study file's path."""
     table = f'path = "{data_path}"\ntarget = "{target}"{extra_data}'
     path = tmp_path / "file_study.toml"
     replace = {'dataset = "digits"': table, **(replace or {})}
@@ -25,18 +25,21 @@ def data_study(tmp_path, data_path, target="label", extra_data="", replace=None)
 
 def good_frame(n_rows: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "a": rng.normal(size=n_rows),
-        "b": rng.normal(size=n_rows),
-        "label": ["x", "y"] * (n_rows // 2),
-    })
+    return pd.DataFrame(
+        {
+            "a": rng.normal(size=n_rows),
+            "b": rng.normal(size=n_rows),
+            "label": ["x", "y"] * (n_rows // 2),
+        }
+    )
 
 
 def run_bad(tmp_path, capsys, study_path) -> str:
-    """Run the study, check exit 2, no traceback and no database; return stderr."""
+    """Run the study, check exit 2, no traceback and no database, and return stderr."""
     database = tmp_path / "study.db"
-    status = main(["run", "--study", str(study_path), "--storage",
-                   f"sqlite:///{database}"])
+    status = main(
+        ["run", "--study", str(study_path), "--storage", f"sqlite:///{database}"]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "Traceback" not in err
@@ -184,9 +187,15 @@ def test_regression_target_with_accuracy(tmp_path, capsys):
 
 def test_text_target_for_regression(tmp_path, capsys):
     data = write_csv(tmp_path, good_frame())
-    study = data_study(tmp_path, data, extra_data='\ntask = "regression"',
-                       replace={'metric = "valid_acc"': 'metric = "valid_loss"',
-                                'direction = "maximize"': 'direction = "minimize"'})
+    study = data_study(
+        tmp_path,
+        data,
+        extra_data='\ntask = "regression"',
+        replace={
+            'metric = "valid_acc"': 'metric = "valid_loss"',
+            'direction = "maximize"': 'direction = "minimize"',
+        },
+    )
 
     err = run_bad(tmp_path, capsys, study)
 

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM during ``run``: exit status, the FAIL trial and its reason, resuming."""
+"""SIGINT and SIGTERM during ``run``: exit status, the FAIL trial, resuming."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def test_signals_fail_trial_and_resume(signum, status, workers, sqlite_url, writ
     finally:
         torch.set_num_threads(threads)
     trials = load_trials(sqlite_url)
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    finished = [t for t in trials
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) >= n_trials
     assert TrialState.RUNNING not in [t.state for t in trials]

@@ -13,8 +13,10 @@ from tests.test_spec_errors import study_text
 
 def test_loss_direction_mismatch_warns(tmp_path, capsys):
     path = tmp_path / "loss.toml"
-    path.write_text(study_text(replace={'metric = "valid_acc"': 'metric = "valid_loss"'}),
-                    encoding="utf-8")
+    path.write_text(
+        study_text(replace={'metric = "valid_acc"': 'metric = "valid_loss"'}),
+        encoding="utf-8",
+    )
 
     status = main(["validate", str(path)])
 
@@ -22,13 +24,17 @@ def test_loss_direction_mismatch_warns(tmp_path, capsys):
     assert status == 0
     assert f"{path}: OK" in captured.out
     assert "WARNING" in captured.err
-    assert (f"{path}: direction: maximizes the loss metric valid_loss (got 'maximize')"
-            in captured.err)
+    assert (
+        f"{path}: direction: maximizes the loss metric valid_loss (got 'maximize')"
+        in captured.err
+    )
 
 
 def test_accuracy_direction_mismatch_warns():
-    spec = parse_spec(study_text(replace={'direction = "maximize"':
-                                          'direction = "minimize"'}), "f.toml")
+    spec = parse_spec(
+        study_text(replace={'direction = "maximize"': 'direction = "minimize"'}),
+        "f.toml",
+    )
 
     assert spec.direction == "minimize"
     assert len(spec.warnings) == 1
@@ -36,8 +42,12 @@ def test_accuracy_direction_mismatch_warns():
 
 
 def test_default_direction_follows_metric():
-    text = study_text(replace={'direction = "maximize"\n': "",
-                               'metric = "valid_acc"': 'metric = "valid_loss"'})
+    text = study_text(
+        replace={
+            'direction = "maximize"\n': "",
+            'metric = "valid_acc"': 'metric = "valid_loss"',
+        }
+    )
 
     spec = parse_spec(text, "f.toml")
 
@@ -46,8 +56,9 @@ def test_default_direction_follows_metric():
 
 
 def test_stored_definition_omits_warnings_and_path():
-    spec = parse_spec(study_text(replace={'metric = "valid_acc"':
-                                          'metric = "valid_loss"'}), "f.toml")
+    spec = parse_spec(
+        study_text(replace={'metric = "valid_acc"': 'metric = "valid_loss"'}), "f.toml"
+    )
 
     stored = spec_to_dict(spec)
 
@@ -57,10 +68,14 @@ def test_stored_definition_omits_warnings_and_path():
 
 
 def test_sampler_and_pruner_options_pass_through():
-    text = study_text(sampler="qmc", pruner="hyperband",
-                      replace={'name = "qmc"': 'name = "qmc"\nqmc_type = "halton"',
-                               'name = "hyperband"':
-                               'name = "hyperband"\nreduction_factor = 2'})
+    text = study_text(
+        sampler="qmc",
+        pruner="hyperband",
+        replace={
+            'name = "qmc"': 'name = "qmc"\nqmc_type = "halton"',
+            'name = "hyperband"': 'name = "hyperband"\nreduction_factor = 2',
+        },
+    )
 
     spec = parse_spec(text, "f.toml")
 
@@ -69,42 +84,59 @@ def test_sampler_and_pruner_options_pass_through():
 
 
 def test_pruner_option_rejected_by_optuna():
-    text = study_text(pruner="successive_halving",
-                      replace={'name = "successive_halving"':
-                               'name = "successive_halving"\nreduction_factor = 1'})
+    text = study_text(
+        pruner="successive_halving",
+        replace={
+            'name = "successive_halving"': (
+                'name = "successive_halving"\nreduction_factor = 1'
+            )
+        },
+    )
 
-    with pytest.raises(SpecError, match=r"pruner.reduction_factor: rejected by "
-                       r"SuccessiveHalvingPruner .*\(got 1\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"pruner.reduction_factor: rejected by "
+        r"SuccessiveHalvingPruner .*\(got 1\)",
+    ):
         parse_spec(text, "f.toml")
 
 
 def test_options_with_python_objects_rejected():
     text = study_text(replace={'name = "tpe"': 'name = "tpe"\nconstraints_func = "f"'})
 
-    with pytest.raises(SpecError, match="sampler.constraints_func: takes a Python object"):
+    with pytest.raises(
+        SpecError, match="sampler.constraints_func: takes a Python object"
+    ):
         parse_spec(text, "f.toml")
 
 
 def test_model_option_dates_rejected():
-    text = study_text(replace={'kind = "mlp"\nhidden_units = [16]':
-                               'kind = "pkg.mod:Net"\n[model.options]\nwhen = 2024-01-01'})
+    text = study_text(
+        replace={
+            'kind = "mlp"\nhidden_units = [16]': (
+                'kind = "pkg.mod:Net"\n[model.options]\nwhen = 2024-01-01'
+            )
+        }
+    )
 
     with pytest.raises(SpecError, match=r"model.options.when: .* \(got 2024-01-01\)"):
         parse_spec(text, "f.toml")
 
 
 def test_builtin_task_contradiction_rejected():
-    text = study_text(replace={"valid_fraction = 0.2":
-                               'valid_fraction = 0.2\ntask = "regression"'})
+    text = study_text(
+        replace={"valid_fraction = 0.2": 'valid_fraction = 0.2\ntask = "regression"'}
+    )
 
     with pytest.raises(SpecError, match=r"data.task: contradicts dataset 'digits'"):
         parse_spec(text, "f.toml")
 
 
 def test_huge_range_with_step_rejected():
-    text = study_text(replace={"log = true": "step = 1e-300"},
-                      extra="")
-    text = text.replace("low = 0.01", "low = -1e308").replace("high = 0.2", "high = 1e308")
+    text = study_text(replace={"log = true": "step = 1e-300"}, extra="")
+    text = text.replace("low = 0.01", "low = -1e308").replace(
+        "high = 0.2", "high = 1e308"
+    )
 
     with pytest.raises(SpecError, match=r"lr.step: is too small for the range"):
         parse_spec(text, "f.toml")
@@ -132,9 +164,14 @@ def test_validate_reports_every_file(tmp_path, capsys):
     bad.write_text(study_text(n_trials=0, sampler="tpee"), encoding="utf-8")
     missing = tmp_path / "missing.toml"
     no_data = tmp_path / "nodata.toml"
-    no_data.write_text(study_text(replace={'dataset = "digits"':
-                                           f'path = "{tmp_path / "x.csv"}"\n'
-                                           'target = "y"'}), encoding="utf-8")
+    no_data.write_text(
+        study_text(
+            replace={
+                'dataset = "digits"': f'path = "{tmp_path / "x.csv"}"\ntarget = "y"'
+            }
+        ),
+        encoding="utf-8",
+    )
 
     status = main(["validate", str(bad), str(missing), str(no_data), str(good)])
 

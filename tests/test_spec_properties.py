@@ -20,22 +20,47 @@ from search.schedules import FAMILIES
 from search.spec import SpecError, StudySpec, parse_spec, spec_to_dict
 from tests.conftest import tiny_study_text
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 KEYS = [
-    ("", "name"), ("", "description"), ("", "direction"), ("", "metric"),
-    ("", "n_trials"), ("", "seed"), ("", "lr"), ("", "sampler"), ("", "pruner"),
-    ("sampler", "name"), ("sampler", "n_startup_trials"), ("sampler", "multivariate"),
-    ("pruner", "name"), ("pruner", "n_warmup_steps"), ("pruner", "percentile"),
-    ("pruner", "min_resource"), ("pruner", "reduction_factor"),
-    ("data", "dataset"), ("data", "path"), ("data", "target"),
-    ("data", "valid_fraction"), ("data", "task"),
-    ("model", "kind"), ("model", "hidden_units"), ("model", "dropout"),
-    ("model", "channels"), ("model", "options"),
-    ("training", "max_epochs"), ("training", "batch_size"), ("training", "optimizer"),
-    ("training", "momentum"), ("training", "weight_decay"),
-    ("lr", "low"), ("lr", "high"), ("lr", "log"), ("lr", "step"),
+    ("", "name"),
+    ("", "description"),
+    ("", "direction"),
+    ("", "metric"),
+    ("", "n_trials"),
+    ("", "seed"),
+    ("", "lr"),
+    ("", "sampler"),
+    ("", "pruner"),
+    ("sampler", "name"),
+    ("sampler", "n_startup_trials"),
+    ("sampler", "multivariate"),
+    ("pruner", "name"),
+    ("pruner", "n_warmup_steps"),
+    ("pruner", "percentile"),
+    ("pruner", "min_resource"),
+    ("pruner", "reduction_factor"),
+    ("data", "dataset"),
+    ("data", "path"),
+    ("data", "target"),
+    ("data", "valid_fraction"),
+    ("data", "task"),
+    ("model", "kind"),
+    ("model", "hidden_units"),
+    ("model", "dropout"),
+    ("model", "channels"),
+    ("model", "options"),
+    ("training", "max_epochs"),
+    ("training", "batch_size"),
+    ("training", "optimizer"),
+    ("training", "momentum"),
+    ("training", "weight_decay"),
+    ("lr", "low"),
+    ("lr", "high"),
+    ("lr", "log"),
+    ("lr", "step"),
     ("schedulers", "types"),
 ] + [
     (f"schedulers.{family}", argument)
@@ -48,8 +73,22 @@ scalars = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["tpe", "median", "hyperband", "percentile", "StepLR", "cos",
-                     "minimize", "valid_loss", "digits", "mlp", "os:path", "adam"]),
+    st.sampled_from(
+        [
+            "tpe",
+            "median",
+            "hyperband",
+            "percentile",
+            "StepLR",
+            "cos",
+            "minimize",
+            "valid_loss",
+            "digits",
+            "mlp",
+            "os:path",
+            "adam",
+        ]
+    ),
     st.datetimes(max_value=datetime.datetime(9999, 1, 1)),
     st.dates(),
 )
@@ -57,8 +96,11 @@ toml_values = st.recursive(
     scalars,
     lambda children: st.one_of(
         st.lists(children, max_size=4),
-        st.dictionaries(st.sampled_from(["low", "high", "log", "step", "choices", "x"]),
-                        children, max_size=4),
+        st.dictionaries(
+            st.sampled_from(["low", "high", "log", "step", "choices", "x"]),
+            children,
+            max_size=4,
+        ),
     ),
     max_leaves=8,
 )
@@ -94,12 +136,16 @@ def toml_value(value) -> str:
 
 def toml_document(document: dict) -> str:
     """Serialize a dict of tables and top-level keys as a TOML document."""
-    top = [f"{toml_key(k)} = {toml_value(v)}" for k, v in document.items()
-           if not isinstance(v, dict)]
+    top = [
+        f"{toml_key(k)} = {toml_value(v)}"
+        for k, v in document.items()
+        if not isinstance(v, dict)
+    ]
     tables = [
-        f"[{toml_key(k)}]\n" + "\n".join(f"{toml_key(a)} = {toml_value(b)}"
-                                         for a, b in v.items())
-        for k, v in document.items() if isinstance(v, dict)
+        f"[{toml_key(k)}]\n"
+        + "\n".join(f"{toml_key(a)} = {toml_value(b)}" for a, b in v.items())
+        for k, v in document.items()
+        if isinstance(v, dict)
     ]
     return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
 
@@ -122,7 +168,7 @@ def with_value(table: str, key: str, value) -> dict:
 
 
 def load_or_reject(text: str) -> StudySpec | None:
-    """Load ``text``; return None on SpecError, so any other exception fails the test."""
+    """Load ``text`` and return None on SpecError, letting any other exception fail."""
     try:
         spec = parse_spec(text, source="prop.toml")
     except SpecError as error:
@@ -163,11 +209,28 @@ def test_any_value_for_any_key(position, value):
 
 
 @SETTINGS
-@given(document=st.dictionaries(
-    st.sampled_from(["name", "seed", "lr", "data", "model", "training", "schedulers",
-                     "sampler", "pruner", "direction", "metric", "extra"]),
-    toml_values, max_size=6,
-))
+@given(
+    document=st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "seed",
+                "lr",
+                "data",
+                "model",
+                "training",
+                "schedulers",
+                "sampler",
+                "pruner",
+                "direction",
+                "metric",
+                "extra",
+            ]
+        ),
+        toml_values,
+        max_size=6,
+    )
+)
 def test_any_document(document):
     spec = load_or_reject(toml_document(document))
     if spec is not None:
@@ -184,8 +247,12 @@ def test_any_text(text):
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @SETTINGS
-@given(low=st.floats(allow_nan=False), high=st.floats(allow_nan=False),
-       step=st.one_of(st.none(), st.floats(allow_nan=False)), log=st.booleans())
+@given(
+    low=st.floats(allow_nan=False),
+    high=st.floats(allow_nan=False),
+    step=st.one_of(st.none(), st.floats(allow_nan=False)),
+    log=st.booleans(),
+)
 def test_any_range_for_family(family, low, high, step, log):
     arguments = list(FAMILIES[family].arguments)
     if not arguments:
@@ -194,7 +261,8 @@ def test_any_range_for_family(family, low, high, step, log):
     if step is not None:
         value["step"] = step
     for argument in arguments:
-        spec = load_or_reject(toml_document(with_value(f"schedulers.{family}",
-                                                       argument, value)))
+        spec = load_or_reject(
+            toml_document(with_value(f"schedulers.{family}", argument, value))
+        )
         if spec is not None:
             check_valid(spec)

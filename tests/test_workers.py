@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from search.cli import main
 from search.records import epochs_table, get_engine, read_rows
 from search.storage import make_storage
 
@@ -79,28 +80,48 @@ def check_progress_lines(stdout: str, trials) -> None:
     assert numbers == sorted(t.number for t in trials if t.state in FINISHED), stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--workers", "0", "must be at least 1 (got 0)"),
+     ("--heartbeat-interval", "-5", "must be at least 1 (got -5)")],
+)
+def test_workers_invalid_option_rejected(option, value, message, sqlite_url,
+                                         write_study, capsys):
+    study = write_study()
+
+    command = ["run", "--study", str(study), "--storage", sqlite_url, option, value]
+
+    status = main(command)
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert option in error
+    assert message in error
+    assert not os.path.exists(sqlite_url.removeprefix("sqlite:///"))
+
+
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 def test_workers_three_on_server(backend, request, write_study):
     url = request.getfixturevalue(f"{backend}_url")
-    study = write_study(n_trials=6, max_epochs=2, sampler="random")
+    study = write_study(n_trials=5, max_epochs=2, sampler="random")
 
     result = run_to_end(run_command(study, url, "--workers", "3"))
 
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    trials = check_finished_study(url, target=6, workers=3)
+    trials = check_finished_study(url, target=5, workers=3)
     check_progress_lines(result.stdout, trials)
 
 
 def test_workers_four_on_sqlite(sqlite_url, write_study):
-    study = write_study(n_trials=8, max_epochs=2, sampler="random")
+    study = write_study(n_trials=6, max_epochs=2, sampler="random")
 
     result = run_to_end(run_command(study, sqlite_url, "--workers", "4"))
 
     assert result.returncode == 0, result.stderr
     assert "database is locked" not in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    trials = check_finished_study(sqlite_url, target=8, workers=4)
+    trials = check_finished_study(sqlite_url, target=6, workers=4)
     check_progress_lines(result.stdout, trials)
 
     storage = make_storage(sqlite_url)
@@ -131,7 +152,8 @@ def test_workers_simultaneous_runs_on_empty_postgresql(postgresql_url, write_stu
     engine = sqlalchemy.create_engine(postgresql_url)
     try:
         with engine.connect() as connection:
-            studies = connection.exec_driver_sql("SELECT count(*) FROM studies").scalar()
+            studies = connection.exec_driver_sql(
+                "SELECT count(*) FROM studies").scalar()
             versions = connection.exec_driver_sql(
                 "SELECT count(*) FROM alembic_version").scalar()
             infos = connection.exec_driver_sql(
@@ -193,3 +215,34 @@ def test_workers_killed_trial_is_retried(postgresql_url, write_study):
     assert TrialState.RUNNING not in [t.state for t in trials]
     assert len([t for t in trials if t.state in FINISHED]) >= 2
     assert f"trial {killed_number} of study 'tiny' failed" in second.stderr
+
+
+def test_workers_stale_trial_retried_when_complete(sqlite_url, write_study, capsys):
+    study_path = write_study(n_trials=1, max_epochs=1, sampler="random")
+    command = ["run", "--study", str(study_path), "--storage", sqlite_url,
+               "--heartbeat-interval", "1"]
+    assert main(command) == 0
+    # A RUNNING trial with one old heartbeat, as a killed worker leaves it.
+    storage = make_storage(sqlite_url)
+    try:
+        study = optuna.load_study(study_name="tiny", storage=storage)
+        template = study.get_trials()[0]
+        stale = study.ask(fixed_distributions=template.distributions)
+        storage.record_heartbeat(stale._trial_id)
+    finally:
+        storage.engine.dispose()
+    # The grace period is 4 intervals; SQLite stores the time in whole seconds.
+    time.sleep(5.5)
+
+    assert main(command) == 0
+
+    trials = {t.number: t for t in load_trials(sqlite_url)}
+    assert trials[stale.number].state == TrialState.FAIL
+    retries = [t for t in trials.values()
+               if t.user_attrs.get("retry_of") == stale.number]
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == trials[stale.number].params
+    states = [t.state for t in trials.values()]
+    assert TrialState.RUNNING not in states
+    assert TrialState.WAITING not in states
