@@ -1,4 +1,4 @@
-"""The ``schedules`` study with its pruner against the same study without pruning."""
+"""The ``schedules`` study with its own pruner and Hyperband, against no pruning."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from benchmarks.common import STUDIES, unique_name, write_variant
 from search.analysis import epochs_frame
 from search.runner import RunOptions, run_study
 from search.spec import load_spec
+
+# Optuna's HyperbandPruner over epochs 1 to max_epochs (the runner's defaults)
+# with reduction factor 3, for comparison with the study's median pruner.
+HYPERBAND = '[pruner]\nname = "hyperband"\nreduction_factor = 3'
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,10 @@ def run_schedules(storage_url: str, folder: Path, n_trials: int,
 
 def measure_pruning(storage_url: str, folder: Path,
                     n_trials: int) -> dict[str, PruningResult]:
-    """Return the study's results with its own pruner and with none."""
+    """Return the study's results with its own pruner, with Hyperband and with none."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return {
         "pruner": run_schedules(storage_url, folder, n_trials, None),
+        "hyperband": run_schedules(storage_url, folder, n_trials, HYPERBAND),
         "none": run_schedules(storage_url, folder, n_trials, '[pruner]\nname = "none"'),
     }

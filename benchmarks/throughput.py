@@ -27,8 +27,19 @@ def trials_per_minute(study: optuna.Study) -> float:
     return len(trials) / (completed - started).total_seconds() * 60
 
 
-def run_workers(storage_url: str, folder: Path, workers: int, n_trials: int) -> float:
-    """Run a new fixed study on ``workers`` processes; return its trials per minute."""
+def trial_seconds(study: optuna.Study) -> list[float]:
+    """Return the wall time of each finished trial, start to completion."""
+    return [(t.datetime_complete - t.datetime_start).total_seconds()
+            for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def run_workers(storage_url: str, folder: Path, workers: int,
+                n_trials: int) -> tuple[float, list[float]]:
+    """Run a new fixed study on ``workers`` processes.
+
+    Returns its trials per minute and the wall time of each of its trials.
+    """
     path = write_fixed_study(folder, unique_name(f"bench_workers{workers}"))
     command = [sys.executable, "-m", "search", "-q", "run", "--study", str(path),
                "--storage", storage_url, "--n-trials", str(n_trials)]
@@ -36,14 +47,21 @@ def run_workers(storage_url: str, folder: Path, workers: int, n_trials: int) -> 
         command += ["--workers", str(workers)]
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     study = optuna.load_study(study_name=path.stem, storage=storage_url)
-    return trials_per_minute(study)
+    return trials_per_minute(study), trial_seconds(study)
 
 
-def measure_throughput(storage_url: str, folder: Path, n_trials: int,
-                       repetitions: int) -> dict[int, list[float]]:
-    """Alternate runs of 1 and 2 workers and return the trials per minute of each."""
+def measure_throughput(storage_url: str, folder: Path, n_trials: int, repetitions: int
+                       ) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """Alternate runs of 1 and 2 workers.
+
+    Returns the trials per minute of each run and the wall time of every
+    trial, both by number of workers.
+    """
     rates: dict[int, list[float]] = {1: [], 2: []}
+    durations: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repetitions):
         for workers in (1, 2):
-            rates[workers].append(run_workers(storage_url, folder, workers, n_trials))
-    return rates
+            rate, seconds = run_workers(storage_url, folder, workers, n_trials)
+            rates[workers].append(rate)
+            durations[workers] += seconds
+    return rates, durations

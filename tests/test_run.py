@@ -9,6 +9,7 @@ import sys
 
 import optuna
 import pytest
+from skorch import NeuralNetRegressor
 
 from search.cli import main
 from search.objective import Objective
@@ -194,7 +195,7 @@ def test_regression_study_minimizes_loss(sqlite_url):
     study.optimize(objective, n_trials=2)
 
     rows = read_rows(sqlite_url, epochs_table, ["regression"])
-    assert type(objective.last_net).__name__ == "NeuralNetRegressor"
+    assert isinstance(objective.last_net, NeuralNetRegressor)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     assert [r["metric"] for r in rows] == [r["valid_loss"] for r in rows]
     assert study.best_value == min(t.value for t in study.trials)
