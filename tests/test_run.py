@@ -10,6 +10,7 @@ import sys
 import optuna
 import pytest
 from skorch import NeuralNetRegressor
+from skorch import NeuralNetRegressor
 
 from search.cli import main
 from search.objective import Objective
