@@ -39,11 +39,13 @@ from benchmarks.analysis_load import (
 )
 from benchmarks.common import median, postgresql_database
 from benchmarks.pruning import measure_pruning
+from benchmarks.storage_calls import measure_storage_calls
 from benchmarks.threads import measure_threads
 from benchmarks.throughput import measure_throughput
 from benchmarks.trial import measure_trials
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+NOTES_HEADING = "## Notes"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ def trial_rows(url: str, backend: str, folder: Path, repetitions: int,
         Row(f"hand-written loop, s per fit ({backend} run)",
             f"{median(times.handwritten):.3f}"),
         Row(f"product trial, s per trial ({backend})", f"{median(times.product):.3f}"),
+        _ratio_row(f"lean net without storage / hand-written loop ({backend})",
+                   times.ratio("lean_net", "handwritten"), 1.15, True,
+                   "the skorch part of the trial's overhead"),
         _ratio_row(f"trial / hand-written loop ({backend})",
                    times.ratio("product", "handwritten"), 1.15, True,
                    f"final valid_acc: trial {times.metrics['product']:.4f}, "
@@ -117,6 +122,10 @@ def trial_rows(url: str, backend: str, folder: Path, repetitions: int,
             _ratio_row(f"plain skorch / trial ({backend})",
                        times.ratio("plain_skorch", "product"), 1.8, False, ""),
         ]
+    calls = measure_storage_calls(url, folder)
+    rows.append(Row(f"storage calls, ms each ({backend})",
+                    ", ".join(f"{name} {ms:.2f}" for name, ms in calls.items()), "",
+                    None, "per epoch, measured one call at a time"))
     share = times.storage_share * 100
     rows.append(Row(f"storage stall, % of epoch time ({backend})", f"{share:.2f}",
                     "<= 2", share <= 2,
@@ -230,6 +239,12 @@ times vary between runs; the ratios compare contenders interleaved in this run.
 
 How each figure is measured is in the docstrings of `benchmarks/*.py`.
 """
+    # The notes below the table are written by hand; a new run keeps them.
+    if RESULTS.exists():
+        previous = RESULTS.read_text(encoding="utf-8")
+        _, marker, notes = previous.partition(NOTES_HEADING)
+        if marker:
+            text += "\n" + marker + notes
     RESULTS.write_text(text, encoding="utf-8")
 
 

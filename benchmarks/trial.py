@@ -1,6 +1,9 @@
 """One trial of the product against a hand-written loop and a plain skorch net.
 
-All three train the same configuration (the fixed StepLR study of
+The product's net is also fitted alone, without Optuna or storage, to split
+the trial's overhead between skorch and storage.
+
+All of them train the same configuration (the fixed StepLR study of
 ``common.FIXED_STUDY``) with one torch thread, one after the other within
 each repetition, so that load from other processes hits all three alike.
 """
@@ -30,10 +33,11 @@ from benchmarks.common import (
 )
 from benchmarks.handwritten import fit_handwritten
 from search.data import prepare_data
-from search.models import MLP
+from search.models import MLP, build_module_factory
 from search.objective import Objective, trial_seed
 from search.runner import build_pruner, open_study
 from search.spec import StudySpec, load_spec
+from search.training import build_net
 
 
 @dataclass
@@ -41,6 +45,8 @@ class TrialTimes:
     """Seconds per repetition of each contender, and what the trials stored."""
 
     handwritten: list[float] = field(default_factory=list)
+    # The product's net fitted alone: no Optuna trial, no storage.
+    lean_net: list[float] = field(default_factory=list)
     product: list[float] = field(default_factory=list)
     plain_skorch: list[float] = field(default_factory=list)
     # Per product trial: seconds the training thread waited on storage, and
@@ -90,6 +96,14 @@ def _plain_objective(spec: StudySpec, data, times: TrialTimes):
     return objective
 
 
+def _fit_lean_net(spec: StudySpec, data, seed: int) -> None:
+    torch.manual_seed(seed)
+    net = build_net(build_module_factory(spec.model, data), data, spec.training,
+                    FIXED_LR, "StepLR",
+                    {"step_size": FIXED_STEP_SIZE, "gamma": FIXED_GAMMA})
+    net.fit(data.X_train, data.y_train)
+
+
 def _product_trial(study: optuna.Study, objective: Objective,
                    times: TrialTimes) -> None:
     started = time.perf_counter()
@@ -129,6 +143,9 @@ def measure_trials(storage_url: str, folder: Path, repetitions: int,
                                  FIXED_STEP_SIZE, FIXED_GAMMA, seed)
         times.handwritten.append(time.perf_counter() - started)
         times.metrics["handwritten"] = epochs[-1].valid_acc
+        started = time.perf_counter()
+        _fit_lean_net(spec, data, seed)
+        times.lean_net.append(time.perf_counter() - started)
         _product_trial(study, objective, times)
         if with_plain:
             started = time.perf_counter()

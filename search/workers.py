@@ -115,11 +115,10 @@ def run_workers(
     Each worker sets torch to :func:`torch_threads` threads and seeds its
     sampler from the operating system's entropy, so the workers sample
     different parameters. (A parallel run is not reproducible anyway, because
-    the order of the trials depends on timing.) The study may end
-    with up to ``workers - 1`` finished trials more than its target, because
-    each worker finishes the trial it is running when the target is reached.
-    ``on_trial`` and ``initializer`` run in the workers; see
-    :func:`search.runner.run_study`.
+    the order of the trials depends on timing.) The study may end with up to
+    ``workers - 1`` finished trials more than its target. Each worker finishes
+    the trial it is running when the target is reached. ``on_trial`` and
+    ``initializer`` run in the workers, as in :func:`search.runner.run_study`.
 
     Raises
     ------

@@ -189,7 +189,7 @@ def wait_for_running_epoch(url: str, process: subprocess.Popen, timeout: float =
 
 
 def test_workers_killed_trial_is_retried(postgresql_url, write_study):
-    study = write_study(n_trials=2, max_epochs=40, sampler="random")
+    study = write_study(n_trials=1, max_epochs=30, sampler="random")
     command = run_command(study, postgresql_url, "--heartbeat-interval", "1")
     first = subprocess.Popen(command, cwd=REPO, env=child_env(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -213,7 +213,7 @@ def test_workers_killed_trial_is_retried(postgresql_url, write_study):
     assert retry.params == killed.params
     assert retry.user_attrs["retry_of"] == killed_number
     assert TrialState.RUNNING not in [t.state for t in trials]
-    assert len([t for t in trials if t.state in FINISHED]) >= 2
+    assert len([t for t in trials if t.state in FINISHED]) >= 1
     assert f"trial {killed_number} of study 'tiny' failed" in second.stderr
 
 
