@@ -206,10 +206,14 @@ def print_trial_line(study, trial) -> None:
     """Print the progress line of a finished trial.
 
     It is a module-level function so that worker processes can unpickle it.
+    The line and its newline go out in one write, so that lines of workers
+    sharing one stdout pipe do not interleave.
     """
     from search.report import format_trial_line
 
-    print(format_trial_line(study, trial), flush=True)
+    sys.stdout.flush()
+    sys.stdout.write(format_trial_line(study, trial) + "\n")
+    sys.stdout.flush()
 
 
 def _port(text: str) -> int:
