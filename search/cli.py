@@ -136,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as error:
         print(f"{error}; run the same command again to resume", file=sys.stderr)
         return error.exit_status
+    except Exception as error:  # a failure while running: exit 1
+        logger.debug("%s failed", args.command, exc_info=True)
+        print(
+            f"error: {args.command} failed: {type(error).__name__}: {error}; a trial that "
+            "raised is stored as FAIL, and running the command again resumes the study",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 def _studies(args: argparse.Namespace) -> int:

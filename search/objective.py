@@ -78,11 +78,12 @@ class Objective:
         False trains skorch's plain net and stores each epoch before the next.
     threads : int or None (default=1)
         Set torch's intra-op threads (``torch.set_num_threads``) to this
-        before every trial; None leaves torch's setting alone. One thread,
-        because a study runs in parallel through worker processes: on 2 cores
-        shared with other processes, 2 threads made a 3-epoch fit of the
-        steplr and mnist_cnn models 8 to 20 times slower than 1 thread
-        (``benchmarks/RESULTS.md``).
+        before every trial; None leaves torch's setting alone. One thread by
+        default, because a study runs in parallel through worker processes,
+        and the small default models gain nothing from intra-op threads: on
+        2 cores shared with other processes, 2 threads made a 3-epoch fit of
+        the steplr MLP 1.0 to 6.6 times as slow as 1 thread
+        (``benchmarks/threads.py``).
     """
 
     def __init__(self, spec: StudySpec, storage_url: str, fast: bool = True,

@@ -200,3 +200,29 @@ def test_regression_study_minimizes_loss(sqlite_url):
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     assert [r["metric"] for r in rows] == [r["valid_loss"] for r in rows]
     assert study.best_value == min(t.value for t in study.trials)
+
+
+def test_crashing_model_exits_1(sqlite_url, tmp_path, capsys, monkeypatch):
+    (tmp_path / "crashing_model.py").write_text(
+        "import torch\n\n\n"
+        "class Crash(torch.nn.Module):\n"
+        "    def __init__(self, n_features, n_outputs):\n"
+        "        super().__init__()\n"
+        "        self.linear = torch.nn.Linear(n_features, n_outputs)\n\n"
+        "    def forward(self, X):\n"
+        "        raise RuntimeError('boom in forward')\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = tiny_study_text(name="crash").replace('kind = "mlp"\nhidden_units = [16]',
+                                                 'kind = "crashing_model:Crash"')
+    path = tmp_path / "crash.toml"
+    path.write_text(text, encoding="utf-8")
+
+    status = main(["run", "--study", str(path), "--storage", sqlite_url])
+
+    err = capsys.readouterr().err
+    study = optuna.load_study(study_name="crash", storage=sqlite_url)
+    assert status == 1
+    assert "error: run failed: RuntimeError: boom in forward" in err
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
