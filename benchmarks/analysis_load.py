@@ -24,38 +24,61 @@ FAMILIES = ["constant", "StepLR", "CosineAnnealingLR", "OneCycleLR"]
 def create_synthetic_study(storage_url: str, n_trials: int, n_epochs: int) -> str:
     """Store a synthetic study and return its name."""
     name = unique_name("bench_analysis")
-    study = optuna.create_study(study_name=name, storage=storage_url,
-                                direction="maximize")
+    study = optuna.create_study(
+        study_name=name, storage=storage_url, direction="maximize"
+    )
     generator = random.Random(0)
-    distributions = {"scheduler": CategoricalDistribution(FAMILIES),
-                     "lr": FloatDistribution(1e-3, 0.5, log=True)}
+    distributions = {
+        "scheduler": CategoricalDistribution(FAMILIES),
+        "lr": FloatDistribution(1e-3, 0.5, log=True),
+    }
     curves = []
     trials = []
     for _ in range(n_trials):
-        curve = [min(1.0, 0.5 + 0.01 * epoch + generator.random() * 0.05)
-                 for epoch in range(n_epochs)]
+        curve = [
+            min(1.0, 0.5 + 0.01 * epoch + generator.random() * 0.05)
+            for epoch in range(n_epochs)
+        ]
         curves.append(curve)
-        trials.append(optuna.trial.create_trial(
-            params={"scheduler": generator.choice(FAMILIES),
-                    "lr": 10 ** generator.uniform(-3, -0.3)},
-            distributions=distributions,
-            value=curve[-1],
-            user_attrs={"step_every": "epoch", "seed": 0},
-        ))
+        trials.append(
+            optuna.trial.create_trial(
+                params={
+                    "scheduler": generator.choice(FAMILIES),
+                    "lr": 10 ** generator.uniform(-3, -0.3),
+                },
+                distributions=distributions,
+                value=curve[-1],
+                user_attrs={"step_every": "epoch", "seed": 0},
+            )
+        )
     study.add_trials(trials)
 
     create_tables(storage_url)
     rows, reports = [], []
     for trial, curve in zip(study.get_trials(deepcopy=False), curves, strict=True):
         for epoch, metric in enumerate(curve, start=1):
-            rows.append({"study_name": name, "trial_id": trial._trial_id,
-                         "trial_number": trial.number, "epoch": epoch, "lr": 0.01,
-                         "train_loss": 1.0 / epoch, "valid_loss": 1.0 / epoch,
-                         "metric": metric, "duration_s": 0.015})
+            rows.append(
+                {
+                    "study_name": name,
+                    "trial_id": trial._trial_id,
+                    "trial_number": trial.number,
+                    "epoch": epoch,
+                    "lr": 0.01,
+                    "train_loss": 1.0 / epoch,
+                    "valid_loss": 1.0 / epoch,
+                    "metric": metric,
+                    "duration_s": 0.015,
+                }
+            )
             stored, kind = IntermediateValue.intermediate_value_to_stored_repr(metric)
-            reports.append({"trial_id": trial._trial_id, "step": epoch - 1,
-                            "intermediate_value": stored,
-                            "intermediate_value_type": kind})
+            reports.append(
+                {
+                    "trial_id": trial._trial_id,
+                    "step": epoch - 1,
+                    "intermediate_value": stored,
+                    "intermediate_value_type": kind,
+                }
+            )
     with get_engine(storage_url).begin() as connection:
         connection.execute(epochs_table.insert(), rows)
         # NOTE: Optuna's storage adds intermediate values a few queries at a
@@ -65,8 +88,9 @@ def create_synthetic_study(storage_url: str, n_trials: int, n_epochs: int) -> st
     return name
 
 
-def measure_analysis(storage_url: str, name: str,
-                     repetitions: int) -> dict[str, list[float]]:
+def measure_analysis(
+    storage_url: str, name: str, repetitions: int
+) -> dict[str, list[float]]:
     """Alternate cold loads through ``epochs_frame`` and ``trials_dataframe``.
 
     Each load starts without pooled connections or Optuna's trial cache, as

@@ -65,30 +65,41 @@ FIXED_STEP_SIZE = 7
 FIXED_GAMMA = 0.6
 
 
-def write_fixed_study(folder: Path, name: str, max_epochs: int = 20,
-                      pruner: str = "median") -> Path:
+def write_fixed_study(
+    folder: Path, name: str, max_epochs: int = 20, pruner: str = "median"
+) -> Path:
     """Write the fixed-configuration study file and return its path."""
     options = ""
     if pruner == "median":
         options = f"n_startup_trials = 5\nn_warmup_steps = {max_epochs - 1}"
     path = folder / f"{name}.toml"
-    path.write_text(FIXED_STUDY.format(
-        name=name, pruner=pruner, pruner_options=options, max_epochs=max_epochs,
-        lr=FIXED_LR, step_size=FIXED_STEP_SIZE, gamma=FIXED_GAMMA,
-    ), encoding="utf-8")
+    path.write_text(
+        FIXED_STUDY.format(
+            name=name,
+            pruner=pruner,
+            pruner_options=options,
+            max_epochs=max_epochs,
+            lr=FIXED_LR,
+            step_size=FIXED_STEP_SIZE,
+            gamma=FIXED_GAMMA,
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
-def write_variant(source: Path, folder: Path, name: str,
-                  pruner_table: str | None = None) -> Path:
+def write_variant(
+    source: Path, folder: Path, name: str, pruner_table: str | None = None
+) -> Path:
     """Copy a study file under a new name, with another ``[pruner]`` table if given."""
     text = source.read_text(encoding="utf-8")
     header, _, tables = text.partition("\n[")
     header = re.sub(r'(?m)^name = ".*"\n', "", header)
     text = f'name = "{name}"\n{header}\n[{tables}'
     if pruner_table is not None:
-        text = re.sub(r"(?ms)^\[pruner\]\n.*?(?=^\[)", pruner_table + "\n\n", text,
-                      count=1)
+        text = re.sub(
+            r"(?ms)^\[pruner\]\n.*?(?=^\[)", pruner_table + "\n\n", text, count=1
+        )
     path = folder / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
     return path

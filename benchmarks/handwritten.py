@@ -43,17 +43,28 @@ def _shuffled_order(n_samples: int) -> torch.Tensor:
     return torch.randperm(n_samples, generator=generator)
 
 
-def fit_handwritten(data: PreparedData, hidden_units: tuple[int, ...],
-                    training: TrainingSpec, lr: float, step_size: int, gamma: float,
-                    seed: int) -> list[EpochResult]:
+def fit_handwritten(
+    data: PreparedData,
+    hidden_units: tuple[int, ...],
+    training: TrainingSpec,
+    lr: float,
+    step_size: int,
+    gamma: float,
+    seed: int,
+) -> list[EpochResult]:
     """Train the MLP with SGD and StepLR and return every epoch's results."""
     torch.manual_seed(seed)
     module = MLP(data.n_features, data.n_classes, hidden_units)
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=training.momentum,
-                                weight_decay=training.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size,
-                                                gamma=gamma)
+    optimizer = torch.optim.SGD(
+        module.parameters(),
+        lr=lr,
+        momentum=training.momentum,
+        weight_decay=training.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=step_size, gamma=gamma
+    )
     X_train, y_train = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
     X_valid, y_valid = torch.from_numpy(data.X_valid), torch.from_numpy(data.y_valid)
     batch_size = training.batch_size
@@ -65,7 +76,7 @@ def fit_handwritten(data: PreparedData, hidden_units: tuple[int, ...],
         order = _shuffled_order(n_train)
         train_loss_sum = 0.0
         for start in range(0, n_train, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             optimizer.zero_grad()
             loss = criterion(module(X_train[index]), y_train[index])
             loss.backward()
@@ -77,12 +88,15 @@ def fit_handwritten(data: PreparedData, hidden_units: tuple[int, ...],
         valid_loss_sum, correct = 0.0, 0
         with torch.no_grad():
             for start in range(0, n_valid, batch_size):
-                X_batch = X_valid[start:start + batch_size]
-                y_batch = y_valid[start:start + batch_size]
+                X_batch = X_valid[start : start + batch_size]
+                y_batch = y_valid[start : start + batch_size]
                 logits = module(X_batch)
                 valid_loss_sum += criterion(logits, y_batch).item() * len(X_batch)
                 correct += int((logits.argmax(dim=1) == y_batch).sum())
         scheduler.step()
-        results.append(EpochResult(train_loss_sum / n_train, valid_loss_sum / n_valid,
-                                   correct / n_valid))
+        results.append(
+            EpochResult(
+                train_loss_sum / n_train, valid_loss_sum / n_valid, correct / n_valid
+            )
+        )
     return results

@@ -31,27 +31,32 @@ class PruningResult:
     n_pruned: int
 
 
-def run_schedules(storage_url: str, folder: Path, n_trials: int,
-                  pruner_table: str | None) -> PruningResult:
+def run_schedules(
+    storage_url: str, folder: Path, n_trials: int, pruner_table: str | None
+) -> PruningResult:
     """Run ``n_trials`` of the schedules study, with another pruner if given."""
-    path = write_variant(STUDIES / "schedules.toml", folder,
-                         unique_name("bench_schedules"), pruner_table)
+    path = write_variant(
+        STUDIES / "schedules.toml", folder, unique_name("bench_schedules"), pruner_table
+    )
     spec = load_spec(path)
     study = run_study(spec, storage_url, RunOptions(n_trials=n_trials))
     epochs = epochs_frame(storage_url, spec.name)
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     max_epochs = spec.training.max_epochs
     extra = sum(
-        1 for t in pruned
+        1
+        for t in pruned
         if "diverged_epoch" not in t.user_attrs
         and max(t.intermediate_values, default=0) + 1 < max_epochs
     )
-    return PruningResult(len(epochs), len(epochs) + extra, study.best_value,
-                         len(pruned))
+    return PruningResult(
+        len(epochs), len(epochs) + extra, study.best_value, len(pruned)
+    )
 
 
-def measure_pruning(storage_url: str, folder: Path,
-                    n_trials: int) -> dict[str, PruningResult]:
+def measure_pruning(
+    storage_url: str, folder: Path, n_trials: int
+) -> dict[str, PruningResult]:
     """Return the study's results with its own pruner, with Hyperband and with none."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return {

@@ -99,55 +99,100 @@ def _ratio_row(name: str, value: float, target: float, at_most: bool, note: str)
     return Row(name, f"{value:.2f}", f"{sign} {target}", met, note)
 
 
-def trial_rows(url: str, backend: str, folder: Path, repetitions: int,
-               with_plain: bool) -> list[Row]:
+def trial_rows(
+    url: str, backend: str, folder: Path, repetitions: int, with_plain: bool
+) -> list[Row]:
     """Time trials on one storage and return their ratio and storage-share rows."""
     times = measure_trials(url, folder, repetitions, with_plain=with_plain)
     rows = [
-        Row(f"hand-written loop, s per fit ({backend} run)",
-            f"{median(times.handwritten):.3f}"),
+        Row(
+            f"hand-written loop, s per fit ({backend} run)",
+            f"{median(times.handwritten):.3f}",
+        ),
         Row(f"product trial, s per trial ({backend})", f"{median(times.product):.3f}"),
-        _ratio_row(f"lean net without storage / hand-written loop ({backend})",
-                   times.ratio("lean_net", "handwritten"), 1.15, True,
-                   "the skorch part of the trial's overhead"),
-        _ratio_row(f"trial / hand-written loop ({backend})",
-                   times.ratio("product", "handwritten"), 1.15, True,
-                   f"final valid_acc: trial {times.metrics['product']:.4f}, "
-                   f"hand-written {times.metrics['handwritten']:.4f}"),
+        _ratio_row(
+            f"lean net without storage / hand-written loop ({backend})",
+            times.ratio("lean_net", "handwritten"),
+            1.15,
+            True,
+            "the skorch part of the trial's overhead",
+        ),
+        _ratio_row(
+            f"trial / hand-written loop ({backend})",
+            times.ratio("product", "handwritten"),
+            1.15,
+            True,
+            f"final valid_acc: trial {times.metrics['product']:.4f}, "
+            f"hand-written {times.metrics['handwritten']:.4f}",
+        ),
     ]
     if with_plain:
         rows += [
-            Row(f"plain skorch, s per trial ({backend})",
-                f"{median(times.plain_skorch):.3f}"),
-            _ratio_row(f"plain skorch / trial ({backend})",
-                       times.ratio("plain_skorch", "product"), 1.8, False, ""),
+            Row(
+                f"plain skorch, s per trial ({backend})",
+                f"{median(times.plain_skorch):.3f}",
+            ),
+            _ratio_row(
+                f"plain skorch / trial ({backend})",
+                times.ratio("plain_skorch", "product"),
+                1.8,
+                False,
+                "",
+            ),
         ]
     calls = measure_storage_calls(url, folder)
-    rows.append(Row(f"storage calls, ms each ({backend})",
-                    ", ".join(f"{name} {ms:.2f}" for name, ms in calls.items()), "",
-                    None, "per epoch, measured one call at a time"))
+    rows.append(
+        Row(
+            f"storage calls, ms each ({backend})",
+            ", ".join(f"{name} {ms:.2f}" for name, ms in calls.items()),
+            "",
+            None,
+            "per epoch, measured one call at a time",
+        )
+    )
     share = times.storage_share * 100
-    rows.append(Row(f"storage stall, % of epoch time ({backend})", f"{share:.2f}",
-                    "<= 2", share <= 2,
-                    "training thread blocked on epoch rows, reports and pruning "
-                    "checks, per trial"))
+    rows.append(
+        Row(
+            f"storage stall, % of epoch time ({backend})",
+            f"{share:.2f}",
+            "<= 2",
+            share <= 2,
+            "training thread blocked on epoch rows, reports and pruning "
+            "checks, per trial",
+        )
+    )
     return rows
 
 
 def throughput_rows(url: str, backend: str, folder: Path, sizes: Sizes) -> list[Row]:
     """Measure 1 and 2 workers on one storage and return their rows."""
-    rates, durations = measure_throughput(url, folder, sizes.throughput_trials,
-                                          sizes.throughput_repetitions)
+    rates, durations = measure_throughput(
+        url, folder, sizes.throughput_trials, sizes.throughput_repetitions
+    )
     one_worker, two_workers = median(rates[1]), median(rates[2])
     return [
-        Row(f"trials/min, 1 worker ({backend})", f"{one_worker:.1f}", "", None,
-            f"median trial {median(durations[1]):.2f} s"),
-        Row(f"trials/min, 2 workers ({backend})", f"{two_workers:.1f}", "", None,
-            f"median trial {median(durations[2]):.2f} s"),
-        _ratio_row(f"2 workers / 1 worker ({backend})", two_workers / one_worker, 1.8,
-                   False,
-                   f"{sizes.throughput_trials} trials per run, "
-                   f"{sizes.throughput_repetitions} runs each"),
+        Row(
+            f"trials/min, 1 worker ({backend})",
+            f"{one_worker:.1f}",
+            "",
+            None,
+            f"median trial {median(durations[1]):.2f} s",
+        ),
+        Row(
+            f"trials/min, 2 workers ({backend})",
+            f"{two_workers:.1f}",
+            "",
+            None,
+            f"median trial {median(durations[2]):.2f} s",
+        ),
+        _ratio_row(
+            f"2 workers / 1 worker ({backend})",
+            two_workers / one_worker,
+            1.8,
+            False,
+            f"{sizes.throughput_trials} trials per run, "
+            f"{sizes.throughput_repetitions} runs each",
+        ),
     ]
 
 
@@ -155,20 +200,38 @@ def pruning_rows(url: str, folder: Path, n_trials: int) -> list[Row]:
     """Run the schedules study with and without its pruner and return the rows."""
     results = measure_pruning(url, folder, n_trials)
     unpruned = results.pop("none")
-    rows = [Row("epochs trained without pruning (schedules)",
-                str(unpruned.epochs_trained), "", None,
-                f"{n_trials} trials; best valid_acc {unpruned.best_value:.4f}")]
-    for label, pruned in (("study's median pruner", results["pruner"]),
-                          ("Hyperband", results["hyperband"])):
+    rows = [
+        Row(
+            "epochs trained without pruning (schedules)",
+            str(unpruned.epochs_trained),
+            "",
+            None,
+            f"{n_trials} trials; best valid_acc {unpruned.best_value:.4f}",
+        )
+    ]
+    for label, pruned in (
+        ("study's median pruner", results["pruner"]),
+        ("Hyperband", results["hyperband"]),
+    ):
         fewer = unpruned.epochs_trained / pruned.epochs_trained
         gap = (unpruned.best_value - pruned.best_value) * 100
         rows += [
-            _ratio_row(f"times fewer epochs, {label}", fewer, 2.0, False,
-                       f"{pruned.epochs_trained} epochs trained, "
-                       f"{pruned.epochs_recorded} recorded; "
-                       f"{pruned.n_pruned} of {n_trials} trials pruned"),
-            Row(f"best valid_acc, {label}", f"{pruned.best_value:.4f}",
-                "within 1 point", gap <= 1.0, f"{gap:+.2f} points below no pruning"),
+            _ratio_row(
+                f"times fewer epochs, {label}",
+                fewer,
+                2.0,
+                False,
+                f"{pruned.epochs_trained} epochs trained, "
+                f"{pruned.epochs_recorded} recorded; "
+                f"{pruned.n_pruned} of {n_trials} trials pruned",
+            ),
+            Row(
+                f"best valid_acc, {label}",
+                f"{pruned.best_value:.4f}",
+                "within 1 point",
+                gap <= 1.0,
+                f"{gap:+.2f} points below no pruning",
+            ),
         ]
     return rows
 
@@ -180,13 +243,25 @@ def analysis_rows(url: str, sizes: Sizes) -> list[Row]:
     created = time.perf_counter() - started
     times = measure_analysis(url, name, sizes.analysis_repetitions)
     return [
-        Row(f"load {sizes.analysis_trials} x {sizes.analysis_epochs} epochs: "
-            "epochs_frame, s", f"{median(times['epochs_frame']):.3f}", "", None,
-            f"synthetic study stored in {created:.1f} s"),
-        Row("load: study.trials_dataframe(), s",
-            f"{median(times['trials_dataframe']):.3f}"),
-        _ratio_row("epochs_frame / trials_dataframe", load_ratio(times), 0.2, True,
-                   "pandas API of search.analysis on SQLite"),
+        Row(
+            f"load {sizes.analysis_trials} x {sizes.analysis_epochs} epochs: "
+            "epochs_frame, s",
+            f"{median(times['epochs_frame']):.3f}",
+            "",
+            None,
+            f"synthetic study stored in {created:.1f} s",
+        ),
+        Row(
+            "load: study.trials_dataframe(), s",
+            f"{median(times['trials_dataframe']):.3f}",
+        ),
+        _ratio_row(
+            "epochs_frame / trials_dataframe",
+            load_ratio(times),
+            0.2,
+            True,
+            "pandas API of search.analysis on SQLite",
+        ),
     ]
 
 
@@ -197,19 +272,28 @@ def run(sizes: Sizes, with_postgresql: bool) -> list[Row]:
         folder = Path(folder_name)
         sqlite_url = f"sqlite:///{folder / 'bench.db'}"
         threads = measure_threads(sizes.trial_repetitions + 1)
-        rows.append(Row("3-epoch fit, 2 / 1 torch threads",
-                        f"{median(threads[2]) / median(threads[1]):.2f}", "", None,
-                        "steplr MLP, lean net, no storage"))
+        rows.append(
+            Row(
+                "3-epoch fit, 2 / 1 torch threads",
+                f"{median(threads[2]) / median(threads[1]):.2f}",
+                "",
+                None,
+                "steplr MLP, lean net, no storage",
+            )
+        )
         rows += trial_rows(sqlite_url, "SQLite", folder, sizes.trial_repetitions, True)
         if with_postgresql:
             with postgresql_database() as url:
-                rows += trial_rows(url, "PostgreSQL", folder,
-                                   sizes.postgresql_repetitions, False)
+                rows += trial_rows(
+                    url, "PostgreSQL", folder, sizes.postgresql_repetitions, False
+                )
                 rows += throughput_rows(url, "PostgreSQL", folder, sizes)
-        rows += throughput_rows(f"sqlite:///{folder / 'workers.db'}", "SQLite", folder,
-                                sizes)
-        rows += pruning_rows(f"sqlite:///{folder / 'pruning.db'}", folder,
-                             sizes.pruning_trials)
+        rows += throughput_rows(
+            f"sqlite:///{folder / 'workers.db'}", "SQLite", folder, sizes
+        )
+        rows += pruning_rows(
+            f"sqlite:///{folder / 'pruning.db'}", folder, sizes.pruning_trials
+        )
         rows += analysis_rows(f"sqlite:///{folder / 'analysis.db'}", sizes)
     return rows
 
@@ -217,13 +301,15 @@ def run(sizes: Sizes, with_postgresql: bool) -> list[Row]:
 def format_table(rows: list[Row]) -> str:
     """Return the rows as a Markdown table."""
     lines = ["| measure | value | target | verdict | note |", "|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.value} | {r.target} | {r.verdict} | {r.note} |"
-              for r in rows]
+    lines += [
+        f"| {r.name} | {r.value} | {r.target} | {r.verdict} | {r.note} |" for r in rows
+    ]
     return "\n".join(lines)
 
 
-def write_results(rows: list[Row], command: str, started: datetime.datetime,
-                  load: tuple[float, float]) -> None:
+def write_results(
+    rows: list[Row], command: str, started: datetime.datetime, load: tuple[float, float]
+) -> None:
     """Write RESULTS.md: the command, machine, date and table of this run."""
     text = f"""# Benchmark results
 
@@ -251,12 +337,19 @@ How each figure is measured is in the docstrings of `benchmarks/*.py`.
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run the benchmarks and report them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="few repetitions and small studies, for a smoke run")
-    parser.add_argument("--no-postgresql", action="store_true",
-                        help="skip the PostgreSQL sections")
-    parser.add_argument("--no-write", action="store_true",
-                        help="print the table without writing RESULTS.md")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few repetitions and small studies, for a smoke run",
+    )
+    parser.add_argument(
+        "--no-postgresql", action="store_true", help="skip the PostgreSQL sections"
+    )
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the table without writing RESULTS.md",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING)

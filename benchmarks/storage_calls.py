@@ -36,8 +36,20 @@ def measure_storage_calls(storage_url: str, folder: Path) -> dict[str, float]:
         reported = time.perf_counter()
         trial.should_prune()
         checked = time.perf_counter()
-        write_epoch(storage_url, EpochRecord(spec.name, trial._trial_id, trial.number,
-                                             step + 1, 0.03, 0.1, 0.1, 0.6, 0.01))
+        write_epoch(
+            storage_url,
+            EpochRecord(
+                spec.name,
+                trial._trial_id,
+                trial.number,
+                step + 1,
+                0.03,
+                0.1,
+                0.1,
+                0.6,
+                0.01,
+            ),
+        )
         inserted = time.perf_counter()
         times["report"].append(reported - started)
         times["should_prune"].append(checked - reported)

@@ -27,8 +27,14 @@ def measure_threads(repetitions: int) -> dict[int, list[float]]:
             for threads in (1, 2):
                 torch.set_num_threads(threads)
                 torch.manual_seed(0)
-                net = build_net(build_module_factory(spec.model, data), data,
-                                spec.training, FIXED_LR, "StepLR", kwargs)
+                net = build_net(
+                    build_module_factory(spec.model, data),
+                    data,
+                    spec.training,
+                    FIXED_LR,
+                    "StepLR",
+                    kwargs,
+                )
                 net.set_params(max_epochs=EPOCHS)
                 started = time.perf_counter()
                 net.fit(data.X_train, data.y_train)

@@ -18,8 +18,11 @@ def trials_per_minute(study: optuna.Study) -> float:
     Measuring between the trials' own timestamps leaves out the interpreter
     start and imports of each worker process.
     """
-    trials = [t for t in study.get_trials(deepcopy=False)
-              if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
     if len(trials) < 2:
         return float("nan")
     started = min(t.datetime_start for t in trials)
@@ -29,20 +32,34 @@ def trials_per_minute(study: optuna.Study) -> float:
 
 def trial_seconds(study: optuna.Study) -> list[float]:
     """Return the wall time of each finished trial, start to completion."""
-    return [(t.datetime_complete - t.datetime_start).total_seconds()
-            for t in study.get_trials(deepcopy=False)
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
 
 
-def run_workers(storage_url: str, folder: Path, workers: int,
-                n_trials: int) -> tuple[float, list[float]]:
+def run_workers(
+    storage_url: str, folder: Path, workers: int, n_trials: int
+) -> tuple[float, list[float]]:
     """Run a new fixed study on ``workers`` processes.
 
     Returns its trials per minute and the wall time of each of its trials.
     """
     path = write_fixed_study(folder, unique_name(f"bench_workers{workers}"))
-    command = [sys.executable, "-m", "search", "-q", "run", "--study", str(path),
-               "--storage", storage_url, "--n-trials", str(n_trials)]
+    command = [
+        sys.executable,
+        "-m",
+        "search",
+        "-q",
+        "run",
+        "--study",
+        str(path),
+        "--storage",
+        storage_url,
+        "--n-trials",
+        str(n_trials),
+    ]
     if workers > 1:
         command += ["--workers", str(workers)]
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -50,8 +67,9 @@ def run_workers(storage_url: str, folder: Path, workers: int,
     return trials_per_minute(study), trial_seconds(study)
 
 
-def measure_throughput(storage_url: str, folder: Path, n_trials: int, repetitions: int
-                       ) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+def measure_throughput(
+    storage_url: str, folder: Path, n_trials: int, repetitions: int
+) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     """Alternate runs of 1 and 2 workers.
 
     Returns the trials per minute of each run and the wall time of every

@@ -83,8 +83,11 @@ def _plain_objective(spec: StudySpec, data, times: TrialTimes):
             train_split=predefined_split(Dataset(data.X_valid, data.y_valid)),
             iterator_train__shuffle=True,
             callbacks=[
-                LRScheduler(torch.optim.lr_scheduler.StepLR, step_size=FIXED_STEP_SIZE,
-                            gamma=FIXED_GAMMA),
+                LRScheduler(
+                    torch.optim.lr_scheduler.StepLR,
+                    step_size=FIXED_STEP_SIZE,
+                    gamma=FIXED_GAMMA,
+                ),
                 SkorchPruningCallback(trial, "valid_acc"),
             ],
             verbose=0,
@@ -98,14 +101,20 @@ def _plain_objective(spec: StudySpec, data, times: TrialTimes):
 
 def _fit_lean_net(spec: StudySpec, data, seed: int) -> None:
     torch.manual_seed(seed)
-    net = build_net(build_module_factory(spec.model, data), data, spec.training,
-                    FIXED_LR, "StepLR",
-                    {"step_size": FIXED_STEP_SIZE, "gamma": FIXED_GAMMA})
+    net = build_net(
+        build_module_factory(spec.model, data),
+        data,
+        spec.training,
+        FIXED_LR,
+        "StepLR",
+        {"step_size": FIXED_STEP_SIZE, "gamma": FIXED_GAMMA},
+    )
     net.fit(data.X_train, data.y_train)
 
 
-def _product_trial(study: optuna.Study, objective: Objective,
-                   times: TrialTimes) -> None:
+def _product_trial(
+    study: optuna.Study, objective: Objective, times: TrialTimes
+) -> None:
     started = time.perf_counter()
     study.optimize(objective, n_trials=1)
     times.product.append(time.perf_counter() - started)
@@ -117,9 +126,14 @@ def _product_trial(study: optuna.Study, objective: Objective,
     times.metrics["product"] = net.history[-1, "valid_acc"]
 
 
-def measure_trials(storage_url: str, folder: Path, repetitions: int,
-                   max_epochs: int = 20, with_plain: bool = True,
-                   fast: bool = True) -> TrialTimes:
+def measure_trials(
+    storage_url: str,
+    folder: Path,
+    repetitions: int,
+    max_epochs: int = 20,
+    with_plain: bool = True,
+    fast: bool = True,
+) -> TrialTimes:
     """Time ``repetitions`` interleaved rounds of the contenders on one storage."""
     torch.set_num_threads(1)
     spec = load_spec(write_fixed_study(folder, unique_name("bench_trial"), max_epochs))
@@ -128,8 +142,10 @@ def measure_trials(storage_url: str, folder: Path, repetitions: int,
     objective = Objective(spec, storage_url, fast=fast, threads=1)
     times = TrialTimes()
     plain_study = optuna.create_study(
-        study_name=unique_name("bench_plain"), storage=storage_url,
-        direction="maximize", pruner=build_pruner(spec),
+        study_name=unique_name("bench_plain"),
+        storage=storage_url,
+        direction="maximize",
+        pruner=build_pruner(spec),
     )
     plain = _plain_objective(spec, data, times)
 
@@ -139,8 +155,15 @@ def measure_trials(storage_url: str, folder: Path, repetitions: int,
     for _ in range(repetitions):
         seed = trial_seed(spec, len(study.trials))
         started = time.perf_counter()
-        epochs = fit_handwritten(data, spec.model.hidden_units, spec.training, FIXED_LR,
-                                 FIXED_STEP_SIZE, FIXED_GAMMA, seed)
+        epochs = fit_handwritten(
+            data,
+            spec.model.hidden_units,
+            spec.training,
+            FIXED_LR,
+            FIXED_STEP_SIZE,
+            FIXED_GAMMA,
+            seed,
+        )
         times.handwritten.append(time.perf_counter() - started)
         times.metrics["handwritten"] = epochs[-1].valid_acc
         started = time.perf_counter()

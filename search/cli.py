@@ -49,7 +49,8 @@ def _positive_float(text: str) -> float:
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--storage", metavar="URL",
+        "--storage",
+        metavar="URL",
         help=f"SQLAlchemy URL of the database (default: ${STORAGE_ENV}, "
         f"else {DEFAULT_STORAGE})",
     )
@@ -61,32 +62,62 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search",
         description="Search learning-rate schedules of skorch nets with Optuna.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (repeat for debug output)")
-    parser.add_argument("-q", "--quiet", action="count", default=0,
-                        help="log only warnings and errors")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more (repeat for debug output)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0, help="log only warnings and errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="create or resume a study and run its trials")
-    run.add_argument("--study", required=True, metavar="NAME|PATH",
-                     help="a study name from studies/ or the path of a TOML study file")
+    run.add_argument(
+        "--study",
+        required=True,
+        metavar="NAME|PATH",
+        help="a study name from studies/ or the path of a TOML study file",
+    )
     _add_storage(run)
-    run.add_argument("--n-trials", type=_positive_int, metavar="N",
-                     help="finished trials the study should hold (default: the "
-                     "study file's n_trials)")
-    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                     help="start no new trial after this many seconds")
-    run.add_argument("--accept-changes", action="store_true",
-                     help="continue a stored study although the study file's search "
-                     "space, data, model or training changed; the change is recorded "
-                     "in the study's user attribute search_accepted_changes")
-    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                     help="worker processes on this machine, each with cores/N torch "
-                     "threads (default: 1)")
-    run.add_argument("--heartbeat-interval", type=_positive_int, default=None,
-                     metavar="SECONDS",
-                     help="seconds between heartbeats of a running trial; a trial "
-                     "without one for 4 intervals is failed and retried (default: 60)")
+    run.add_argument(
+        "--n-trials",
+        type=_positive_int,
+        metavar="N",
+        help="finished trials the study should hold (default: the "
+        "study file's n_trials)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="start no new trial after this many seconds",
+    )
+    run.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="continue a stored study although the study file's search "
+        "space, data, model or training changed; the change is recorded "
+        "in the study's user attribute search_accepted_changes",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine, each with cores/N torch "
+        "threads (default: 1)",
+    )
+    run.add_argument(
+        "--heartbeat-interval",
+        type=_positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between heartbeats of a running trial; a trial "
+        "without one for 4 intervals is failed and retried (default: 60)",
+    )
     run.set_defaults(handler=_run)
 
     studies = commands.add_parser("studies", help="list the study files")
@@ -109,7 +140,9 @@ def configure_logging(level: int) -> None:
         max(-1, min(1, level))
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger("search")
     root.handlers[:] = [handler]
     root.setLevel(python_level)
@@ -139,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a failure while running: exit 1
         logger.debug("%s failed", args.command, exc_info=True)
         print(
-            f"error: {args.command} failed: {type(error).__name__}: {error}; a trial that "
-            "raised is stored as FAIL, and running the command again resumes the study",
+            f"error: {args.command} failed: {type(error).__name__}: {error}; "
+            "a trial that raised is stored as FAIL, and running the command again "
+            "resumes the study",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -193,16 +227,28 @@ def _run(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     check_runnable(spec)
     check_budget(spec)
-    print(f"study {spec.name!r}: {spec.description}  [storage {mask_url(url)}]", flush=True)
+    print(
+        f"study {spec.name!r}: {spec.description}  [storage {mask_url(url)}]",
+        flush=True,
+    )
 
-    options = RunOptions(args.n_trials, args.timeout, workers=args.workers,
-                         accept_changes=args.accept_changes)
+    options = RunOptions(
+        args.n_trials,
+        args.timeout,
+        workers=args.workers,
+        accept_changes=args.accept_changes,
+    )
     if args.heartbeat_interval is not None:
         options = replace(options, heartbeat_interval=args.heartbeat_interval)
     setup_worker_logging = partial(configure_logging, args.verbose - args.quiet)
     try:
-        study = run_study(spec, url, options, on_trial=print_trial_line,
-                          worker_initializer=setup_worker_logging)
+        study = run_study(
+            spec,
+            url,
+            options,
+            on_trial=print_trial_line,
+            worker_initializer=setup_worker_logging,
+        )
     except WorkersFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -235,8 +281,12 @@ def _port(text: str) -> int:
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("text", "csv", "json"), default="text",
-                        help="output an aligned table (default), CSV or JSON")
+    parser.add_argument(
+        "--format",
+        choices=("text", "csv", "json"),
+        default="text",
+        help="output an aligned table (default), CSV or JSON",
+    )
 
 
 def _add_view_commands(commands) -> None:
@@ -249,32 +299,44 @@ def _add_view_commands(commands) -> None:
     listing.set_defaults(handler=_list)
 
     show = commands.add_parser(
-        "show", help="show a stored study's top trials and its best trial's curves",
+        "show",
+        help="show a stored study's top trials and its best trial's curves",
         description="Show the top completed trials and the best trial's epochs. "
         "--format csv writes the top trials only, with every parameter and "
         "scheduler argument; --format json writes both.",
     )
-    show.add_argument("--study", required=True, metavar="NAME",
-                      help="stored study name")
+    show.add_argument(
+        "--study", required=True, metavar="NAME", help="stored study name"
+    )
     _add_storage(show)
     _add_format(show)
-    show.add_argument("--top", type=_positive_int, default=10, metavar="N",
-                      help="completed trials to list, best first (default: 10)")
-    show.add_argument("--plot", metavar="FILE.png",
-                      help="also save learning rates, metric curves and final "
-                      "values as PNG")
+    show.add_argument(
+        "--top",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="completed trials to list, best first (default: 10)",
+    )
+    show.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also save learning rates, metric curves and final values as PNG",
+    )
     show.set_defaults(handler=_show)
 
     compare = commands.add_parser(
         "compare", help="compare the schedule families of stored studies, best first"
     )
-    compare.add_argument("studies", nargs="+", metavar="NAME",
-                         help="stored study names")
+    compare.add_argument(
+        "studies", nargs="+", metavar="NAME", help="stored study names"
+    )
     _add_storage(compare)
     _add_format(compare)
-    compare.add_argument("--plot", metavar="FILE.png",
-                         help="also save learning rates, metric curves and final "
-                         "values as PNG")
+    compare.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also save learning rates, metric curves and final values as PNG",
+    )
     compare.set_defaults(handler=_compare)
 
     export = commands.add_parser(
@@ -285,10 +347,15 @@ def _add_view_commands(commands) -> None:
         "results_epochs.csv, results_batches.csv). The suffix .csv, .parquet or .pq "
         "chooses the format.",
     )
-    export.add_argument("--study", required=True, metavar="NAME",
-                        help="stored study name")
-    export.add_argument("--out", required=True, metavar="FILE",
-                        help="trials file ending in .csv, .parquet or .pq")
+    export.add_argument(
+        "--study", required=True, metavar="NAME", help="stored study name"
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="trials file ending in .csv, .parquet or .pq",
+    )
     _add_storage(export)
     export.set_defaults(handler=_export)
 
@@ -296,11 +363,18 @@ def _add_view_commands(commands) -> None:
         "dashboard", help="serve optuna-dashboard on the storage until interrupted"
     )
     _add_storage(dashboard)
-    dashboard.add_argument("--host", default="127.0.0.1",
-                           help="address to bind (default: 127.0.0.1; any other "
-                           "makes the dashboard reachable from other machines)")
-    dashboard.add_argument("--port", type=_port, default=8080,
-                           help="TCP port (default: 8080; 0 picks a free port)")
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1; any other "
+        "makes the dashboard reachable from other machines)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        help="TCP port (default: 8080; 0 picks a free port)",
+    )
     dashboard.set_defaults(handler=_dashboard)
 
 
@@ -348,7 +422,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     try:
         serve(resolve_url(args.storage), host=args.host, port=args.port)
     except (OSError, ModuleNotFoundError) as error:
-        print(f"error: cannot serve the dashboard on {args.host}:{args.port}: {error}",
-              file=sys.stderr)
+        print(
+            f"error: cannot serve the dashboard on {args.host}:{args.port}: {error}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return EXIT_OK

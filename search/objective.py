@@ -1,4 +1,4 @@
-"""One trial: sample a configuration, train it, record every epoch, return the metric."""
+"""One trial: sample a configuration, train it, record its epochs, return the metric."""
 
 from __future__ import annotations
 
@@ -41,10 +41,17 @@ def check_budget(spec: StudySpec) -> None:
     n_batches = count_train_batches(data, spec.training)
     problems = []
     for family in spec.families:
-        budget = Budget(spec.training.max_epochs, n_batches, 0.0,
-                        spec.training.optimizer, spec.training.momentum)
-        problems += [f"{spec.path}: {problem}"
-                     for problem in budget_problems(family.name, family.params, budget)]
+        budget = Budget(
+            spec.training.max_epochs,
+            n_batches,
+            0.0,
+            spec.training.optimizer,
+            spec.training.momentum,
+        )
+        problems += [
+            f"{spec.path}: {problem}"
+            for problem in budget_problems(family.name, family.params, budget)
+        ]
     if problems:
         raise SpecError(problems)
 
@@ -86,8 +93,13 @@ class Objective:
         (``benchmarks/threads.py``).
     """
 
-    def __init__(self, spec: StudySpec, storage_url: str, fast: bool = True,
-                 threads: int | None = 1):
+    def __init__(
+        self,
+        spec: StudySpec,
+        storage_url: str,
+        fast: bool = True,
+        threads: int | None = 1,
+    ):
         self.spec = spec
         self.storage_url = storage_url
         self.fast = fast
@@ -113,14 +125,16 @@ class Objective:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         jobs = BackgroundJobs() if self.fast else None
-        store = EpochStore(spec, self.storage_url, trial,
-                           EPOCH_FLUSH_INTERVAL_S if self.fast else 0.0)
+        store = EpochStore(
+            spec, self.storage_url, trial, EPOCH_FLUSH_INTERVAL_S if self.fast else 0.0
+        )
         try:
             self._store(jobs, trial.set_user_attr, "scheduler_kwargs", scheduler_kwargs)
             self._store(jobs, trial.set_user_attr, "step_every", step_every)
             self._store(jobs, trial.set_user_attr, "seed", seed)
-            return self._fit(trial, data, config, scheduler_kwargs, step_every, seed,
-                             store, jobs)
+            return self._fit(
+                trial, data, config, scheduler_kwargs, step_every, seed, store, jobs
+            )
         finally:
             self._store(jobs, store.flush)
             if jobs is not None:
@@ -133,13 +147,24 @@ class Objective:
         else:
             jobs.submit(partial(write, *args))
 
-    def _fit(self, trial: optuna.Trial, data, config, scheduler_kwargs: dict,
-             step_every: str, seed: int, store: EpochStore,
-             jobs: BackgroundJobs | None) -> float:
+    def _fit(
+        self,
+        trial: optuna.Trial,
+        data,
+        config,
+        scheduler_kwargs: dict,
+        step_every: str,
+        seed: int,
+        store: EpochStore,
+        jobs: BackgroundJobs | None,
+    ) -> float:
         spec = self.spec
         torch.manual_seed(seed)
         recorder = EpochRecorder(
-            spec.metric, store, keep_batch_lrs=step_every == "batch", jobs=jobs,
+            spec.metric,
+            store,
+            keep_batch_lrs=step_every == "batch",
+            jobs=jobs,
         )
         net = build_net(
             build_module_factory(spec.model, data),
@@ -161,7 +186,6 @@ class Objective:
         except StopRequested as stop:
             raise optuna.TrialPruned(f"pruned at epoch {stop.epoch}") from None
         return float(net.history[-1, spec.metric])
-
 
 
 def pruner_may_prune(spec: StudySpec, step: int) -> bool:
@@ -187,8 +211,13 @@ class EpochStore:
     :meth:`flush`, which the objective calls when the trial ends.
     """
 
-    def __init__(self, spec: StudySpec, storage_url: str, trial: optuna.Trial,
-                 flush_interval_s: float):
+    def __init__(
+        self,
+        spec: StudySpec,
+        storage_url: str,
+        trial: optuna.Trial,
+        flush_interval_s: float,
+    ):
         self.spec = spec
         self.storage_url = storage_url
         self.trial = trial

@@ -1,4 +1,4 @@
-"""Searched and fixed values of a study file: ``{ low, high }``, ``{ choices }``, bare."""
+"""Searched and fixed values of a study file: ranges, choices and bare values."""
 
 from __future__ import annotations
 
@@ -84,15 +84,23 @@ def _parse_choices(raw: dict, kind: str, key: str, problems: list) -> Param | No
     extra = sorted(set(raw) - {"choices"})
     if extra:
         problems.append(
-            (f"{key}.{extra[0]}", "unknown key beside 'choices'", extra[0],
-             "a searched value is either { choices = [...] } or { low, high }")
+            (
+                f"{key}.{extra[0]}",
+                "unknown key beside 'choices'",
+                extra[0],
+                "a searched value is either { choices = [...] } or { low, high }",
+            )
         )
         return None
     choices = raw["choices"]
     if not isinstance(choices, list) or not choices:
         problems.append(
-            (f"{key}.choices", "must be a non-empty list", choices,
-             "list at least one value")
+            (
+                f"{key}.choices",
+                "must be a non-empty list",
+                choices,
+                "list at least one value",
+            )
         )
         return None
     valid = [check_value(c, kind, f"{key}.choices", problems) for c in choices]
@@ -101,8 +109,12 @@ def _parse_choices(raw: dict, kind: str, key: str, problems: list) -> Param | No
     normalized = tuple(_normalize(c, kind) for c in choices)
     if len(set(map(repr, normalized))) != len(normalized):
         problems.append(
-            (f"{key}.choices", "contains a value twice", choices,
-             "list each choice once")
+            (
+                f"{key}.choices",
+                "contains a value twice",
+                choices,
+                "list each choice once",
+            )
         )
         return None
     return Choices(normalized)
@@ -111,30 +123,39 @@ def _parse_choices(raw: dict, kind: str, key: str, problems: list) -> Param | No
 def _parse_range(raw: dict, kind: str, key: str, problems: list) -> Param | None:
     if kind not in ("int", "float"):
         problems.append(
-            (key, f"a {kind} value cannot be searched as a range", raw,
-             "give a bare value or { choices = [...] }")
+            (
+                key,
+                f"a {kind} value cannot be searched as a range",
+                raw,
+                "give a bare value or { choices = [...] }",
+            )
         )
         return None
     unknown = sorted(set(raw) - set(RANGE_KEYS))
     for name in unknown:
         problems.append(
-            (f"{key}.{name}", "unknown key in a range", name,
-             "use low, high, log and step, or choices")
+            (
+                f"{key}.{name}",
+                "unknown key in a range",
+                name,
+                "use low, high, log and step, or choices",
+            )
         )
     missing = [name for name in ("low", "high") if name not in raw]
     for name in missing:
-        problems.append(
-            (f"{key}.{name}", "missing", None, f"add {name} = NUMBER")
-        )
+        problems.append((f"{key}.{name}", "missing", None, f"add {name} = NUMBER"))
     if unknown or missing:
         return None
 
     ok = all(
-        check_value(raw[name], kind, f"{key}.{name}", problems) for name in ("low", "high")
+        check_value(raw[name], kind, f"{key}.{name}", problems)
+        for name in ("low", "high")
     )
     log = raw.get("log", False)
     if not isinstance(log, bool):
-        problems.append((f"{key}.log", "must be true or false", log, "write log = true"))
+        problems.append(
+            (f"{key}.log", "must be true or false", log, "write log = true")
+        )
         ok = False
     step = raw.get("step")
     if step is not None and not check_value(step, kind, f"{key}.step", problems):
@@ -150,8 +171,12 @@ def _parse_range(raw: dict, kind: str, key: str, problems: list) -> Param | None
         return None
     if log and low <= 0:
         problems.append(
-            (f"{key}.low", "must be positive when log = true", low,
-             "raise low above 0 or set log = false")
+            (
+                f"{key}.low",
+                "must be positive when log = true",
+                low,
+                "raise low above 0 or set log = false",
+            )
         )
         return None
     if step is not None:
@@ -160,21 +185,33 @@ def _parse_range(raw: dict, kind: str, key: str, problems: list) -> Param | None
             return None
         if log:
             problems.append(
-                (f"{key}.step", "cannot be combined with log = true", step,
-                 "remove step or set log = false")
+                (
+                    f"{key}.step",
+                    "cannot be combined with log = true",
+                    step,
+                    "remove step or set log = false",
+                )
             )
             return None
         n_steps = (high - low) / step
         if not math.isfinite(n_steps):
             problems.append(
-                (f"{key}.step", f"is too small for the range {low} to {high}", step,
-                 "narrow the range or raise the step")
+                (
+                    f"{key}.step",
+                    f"is too small for the range {low} to {high}",
+                    step,
+                    "narrow the range or raise the step",
+                )
             )
             return None
         if not math.isclose(n_steps, round(n_steps), abs_tol=1e-9):
             problems.append(
-                (f"{key}.step", f"does not divide high - low = {high - low}", step,
-                 "choose a step that divides the range")
+                (
+                    f"{key}.step",
+                    f"does not divide high - low = {high - low}",
+                    step,
+                    "choose a step that divides the range",
+                )
             )
             return None
     return Range(low, high, log=log, step=step, integer=kind == "int")

@@ -117,8 +117,11 @@ def create_tables(url: str) -> None:
     engine = get_engine(url)
     try:
         metadata.create_all(engine, checkfirst=True)
-    except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError,
-            sqlalchemy.exc.OperationalError) as error:
+    except (
+        sqlalchemy.exc.ProgrammingError,
+        sqlalchemy.exc.IntegrityError,
+        sqlalchemy.exc.OperationalError,
+    ) as error:
         inspector = sqlalchemy.inspect(engine)
         if not all(inspector.has_table(t.name) for t in metadata.sorted_tables):
             raise connect_error(url, error) from error
@@ -158,7 +161,9 @@ def write_epoch(url: str, record: EpochRecord, batch_lrs: Sequence[float] = ()) 
     write_epochs(url, [(record, batch_lrs)])
 
 
-def write_epochs(url: str, epochs: Sequence[tuple[EpochRecord, Sequence[float]]]) -> None:
+def write_epochs(
+    url: str, epochs: Sequence[tuple[EpochRecord, Sequence[float]]]
+) -> None:
     """Insert epoch rows, each with its batch rates, in one transaction and in order."""
     rows = [_epoch_row(record) for record, _ in epochs]
     batch_rows = [row for record, lrs in epochs for row in _batch_rows(record, lrs)]
@@ -182,8 +187,12 @@ def _select(table: Table, study_names: Iterable[str] | None, trial_numbers=None)
     return query.order_by(*order)
 
 
-def read_rows(url: str, table: Table, study_names: Iterable[str] | None = None,
-              trial_numbers: Iterable[int] | None = None) -> list[dict]:
+def read_rows(
+    url: str,
+    table: Table,
+    study_names: Iterable[str] | None = None,
+    trial_numbers: Iterable[int] | None = None,
+) -> list[dict]:
     """Return the rows of ``table`` for the given studies and trials as dicts."""
     engine = get_engine(url)
     if not sqlalchemy.inspect(engine).has_table(table.name):

@@ -41,12 +41,14 @@ def format_trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
     best = _best(study)
-    best_text = "-" if best is None else f"{format_value(best.value)} (trial {best.number})"
+    best_text = (
+        "-" if best is None else f"{format_value(best.value)} (trial {best.number})"
+    )
     reason = trial.user_attrs.get("failure_reason")
     suffix = f"  [{reason}]" if reason else ""
     return (
-        f"trial {trial.number:>3}  {format_params(trial)}  value={format_value(value)}  "
-        f"{trial.state.name}  best={best_text}{suffix}"
+        f"trial {trial.number:>3}  {format_params(trial)}  "
+        f"value={format_value(value)}  {trial.state.name}  best={best_text}{suffix}"
     )
 
 
@@ -61,7 +63,9 @@ def format_summary(study: optuna.Study, storage_url: str) -> str:
     ]
     diverged = sum("diverged_epoch" in t.user_attrs for t in trials)
     if diverged:
-        lines.append(f"{diverged} trials diverged (NaN or infinite loss) and were pruned")
+        lines.append(
+            f"{diverged} trials diverged (NaN or infinite loss) and were pruned"
+        )
     best = _best(study)
     if best is None:
         lines.append("no completed trial yet")
@@ -73,7 +77,8 @@ def format_summary(study: optuna.Study, storage_url: str) -> str:
         f"  parameters: {format_params(best)}",
         f"  scheduler arguments: {best.user_attrs.get('scheduler_kwargs', {})}",
         "",
-        f"  {'epoch':>5}  {'lr':>10}  {'train_loss':>10}  {'valid_loss':>10}  {metric:>10}",
+        f"  {'epoch':>5}  {'lr':>10}  {'train_loss':>10}  {'valid_loss':>10}  "
+        f"{metric:>10}",
     ]
     rows = read_rows(storage_url, epochs_table, [study.study_name], [best.number])
     for row in rows:
@@ -81,7 +86,8 @@ def format_summary(study: optuna.Study, storage_url: str) -> str:
             continue
         lines.append(
             f"  {row['epoch']:>5}  {format_value(row['lr']):>10}  "
-            f"{format_value(row['train_loss']):>10}  {format_value(row['valid_loss']):>10}  "
+            f"{format_value(row['train_loss']):>10}  "
+            f"{format_value(row['valid_loss']):>10}  "
             f"{format_value(row['metric']):>10}"
         )
     return "\n".join(lines)

@@ -49,8 +49,12 @@ def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         "cmaes": optuna.samplers.CmaEsSampler,
         "gp": optuna.samplers.GPSampler,
     }
-    return _construct(classes[spec.sampler.name], "sampler", spec,
-                      {"seed": spec.seed, **spec.sampler.options})
+    return _construct(
+        classes[spec.sampler.name],
+        "sampler",
+        spec,
+        {"seed": spec.seed, **spec.sampler.options},
+    )
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -77,23 +81,30 @@ def _construct(cls, table: str, spec: StudySpec, options: dict):
     unknown = [key for key in options if key not in parameters]
     if unknown:
         valid = ", ".join(p for p in parameters if p != "seed")
-        raise SpecError([
-            f"{source}: {table}.{unknown[0]}: unknown option of {cls.__name__} "
-            f"(got {unknown[0]!r}); valid options: {valid}"
-        ])
+        raise SpecError(
+            [
+                f"{source}: {table}.{unknown[0]}: unknown option of {cls.__name__} "
+                f"(got {unknown[0]!r}); valid options: {valid}"
+            ]
+        )
     try:
         return cls(**options)
     except (TypeError, ValueError) as error:
-        raise SpecError([
-            f"{source}: {table}: {cls.__name__} rejected the options "
-            f"{json.dumps(options, default=str)} ({error}); fix them"
-        ]) from None
+        raise SpecError(
+            [
+                f"{source}: {table}: {cls.__name__} rejected the options "
+                f"{json.dumps(options, default=str)} ({error}); fix them"
+            ]
+        ) from None
 
 
-def open_study(spec: StudySpec, storage_url: str,
-               heartbeat_interval: int | None = None,
-               max_retry: int | None = None,
-               accept_changes: bool = False) -> optuna.Study:
+def open_study(
+    spec: StudySpec,
+    storage_url: str,
+    heartbeat_interval: int | None = None,
+    max_retry: int | None = None,
+    accept_changes: bool = False,
+) -> optuna.Study:
     """Create the study of ``spec`` in the storage, or load it if it exists.
 
     A loaded study whose stored definition differs from ``spec`` raises
@@ -108,8 +119,9 @@ def open_study(spec: StudySpec, storage_url: str,
     sampler = build_sampler(spec)
     pruner = build_pruner(spec)
     with setup_lock(storage_url):
-        storage = make_storage(storage_url, heartbeat_interval=heartbeat_interval,
-                               max_retry=max_retry)
+        storage = make_storage(
+            storage_url, heartbeat_interval=heartbeat_interval, max_retry=max_retry
+        )
         create_tables(storage_url)
         study = optuna.create_study(
             study_name=spec.name,
@@ -246,8 +258,13 @@ def run_study(
         return run_workers(spec, storage_url, options, on_trial, worker_initializer)
 
     with SignalGuard() as guard:
-        study = open_study(spec, storage_url, options.heartbeat_interval,
-                           options.max_retry, options.accept_changes)
+        study = open_study(
+            spec,
+            storage_url,
+            options.heartbeat_interval,
+            options.max_retry,
+            options.accept_changes,
+        )
         try:
             _optimize(study, spec, storage_url, options, on_trial, guard)
         finally:
@@ -256,8 +273,14 @@ def run_study(
     return study
 
 
-def _optimize(study: optuna.Study, spec: StudySpec, storage_url: str,
-              options: RunOptions, on_trial, guard: SignalGuard) -> None:
+def _optimize(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    options: RunOptions,
+    on_trial,
+    guard: SignalGuard,
+) -> None:
     from search.objective import Objective
 
     fail_stale_trials(study)
@@ -271,13 +294,21 @@ def _optimize(study: optuna.Study, spec: StudySpec, storage_url: str,
     elif waiting:
         # The target is met, but WAITING trials are queued, usually retries
         # of trials whose worker died. Run those, and only those.
-        logger.info("study %r contains %d finished trials; running its %d WAITING "
-                    "trials (retries or enqueued parameters)", spec.name, finished,
-                    waiting)
+        logger.info(
+            "study %r contains %d finished trials; running its %d WAITING "
+            "trials (retries or enqueued parameters)",
+            spec.name,
+            finished,
+            waiting,
+        )
         n_trials = waiting
     else:
-        logger.info("study %r already contains %d finished trials (target %d)",
-                    spec.name, finished, target)
+        logger.info(
+            "study %r already contains %d finished trials (target %d)",
+            spec.name,
+            finished,
+            target,
+        )
         return
     if on_trial is not None:
         callbacks.append(on_trial)
@@ -296,8 +327,12 @@ def _optimize(study: optuna.Study, spec: StudySpec, storage_url: str,
             callbacks=callbacks,
         )
     except TrialInterrupted as error:
-        logger.warning("trial %d of study %r stored as FAIL: interrupted by %s",
-                       error.trial_number, spec.name, signal_name(error.signum))
+        logger.warning(
+            "trial %d of study %r stored as FAIL: interrupted by %s",
+            error.trial_number,
+            spec.name,
+            signal_name(error.signum),
+        )
         raise Interrupted(error.signum) from None
 
 

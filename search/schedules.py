@@ -82,7 +82,12 @@ def _has_momentum(budget: Budget) -> bool:
 
 
 GAMMA = Argument(
-    "gamma", "float", 0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True,
+    "gamma",
+    "float",
+    0.0,
+    1.0,
+    exclusive_minimum=True,
+    exclusive_maximum=True,
     meaning="multiplicative decay of the learning rate",
 )
 ETA_MIN = Argument("eta_min", "float", 0.0, meaning="lowest learning rate")
@@ -183,8 +188,14 @@ def _epochs(low_fraction: float, high_fraction: float, max_epochs: int) -> Range
 
 def _default_milestones(max_epochs: int) -> Choices:
     half, third = max(1, max_epochs // 2), max(1, max_epochs // 3)
-    options = {(half,), (third, min(max_epochs - 1, 2 * third)), (half, 3 * max_epochs // 4)}
-    valid = sorted(m for m in options if list(m) == sorted(set(m)) and m[-1] < max_epochs)
+    options = {
+        (half,),
+        (third, min(max_epochs - 1, 2 * third)),
+        (half, 3 * max_epochs // 4),
+    }
+    valid = sorted(
+        m for m in options if list(m) == sorted(set(m)) and m[-1] < max_epochs
+    )
     return Choices(tuple(valid or [(max(1, max_epochs - 1),)]))
 
 
@@ -192,129 +203,242 @@ FAMILIES: dict[str, Family] = {
     family.name: family
     for family in [
         Family(
-            CONSTANT, "epoch", "no scheduler: the base learning rate throughout",
-            {}, lambda e: {}, _derive_constant,
+            CONSTANT,
+            "epoch",
+            "no scheduler: the base learning rate throughout",
+            {},
+            lambda e: {},
+            _derive_constant,
         ),
         Family(
-            "StepLR", "epoch", "decay by gamma every step_size epochs",
+            "StepLR",
+            "epoch",
+            "decay by gamma every step_size epochs",
             _args(
-                Argument("step_size", "int", 1, max_epochs_offset=-1,
-                         meaning="epochs between decays"),
+                Argument(
+                    "step_size",
+                    "int",
+                    1,
+                    max_epochs_offset=-1,
+                    meaning="epochs between decays",
+                ),
                 GAMMA,
             ),
-            lambda e: {"step_size": _epochs(0.1, 0.5, e),
-                       "gamma": Range(0.1, 0.9)},
+            lambda e: {"step_size": _epochs(0.1, 0.5, e), "gamma": Range(0.1, 0.9)},
             _derive_step,
         ),
         Family(
-            "MultiStepLR", "epoch", "decay by gamma at each milestone epoch",
+            "MultiStepLR",
+            "epoch",
+            "decay by gamma at each milestone epoch",
             _args(
-                Argument("milestones", "int_list", 1, max_epochs_offset=-1,
-                         meaning="increasing epoch counts at which to decay"),
+                Argument(
+                    "milestones",
+                    "int_list",
+                    1,
+                    max_epochs_offset=-1,
+                    meaning="increasing epoch counts at which to decay",
+                ),
                 GAMMA,
             ),
-            lambda e: {"milestones": _default_milestones(e),
-                       "gamma": Range(0.1, 0.9)},
+            lambda e: {"milestones": _default_milestones(e), "gamma": Range(0.1, 0.9)},
             _derive_multistep,
         ),
         Family(
-            "ExponentialLR", "epoch", "decay by gamma every epoch",
+            "ExponentialLR",
+            "epoch",
+            "decay by gamma every epoch",
             _args(GAMMA),
             lambda e: {"gamma": Range(0.8, 0.99)},
             _derive_exponential,
         ),
         Family(
-            "CosineAnnealingLR", "epoch", "cosine from the base rate to eta_min over T_max",
+            "CosineAnnealingLR",
+            "epoch",
+            "cosine from the base rate to eta_min over T_max",
             _args(
-                Argument("T_max", "int", 1, max_epochs_offset=0,
-                         meaning="epochs of the half cosine period"),
+                Argument(
+                    "T_max",
+                    "int",
+                    1,
+                    max_epochs_offset=0,
+                    meaning="epochs of the half cosine period",
+                ),
                 ETA_MIN,
             ),
             lambda e: {"T_max": Fixed(e), "eta_min": Fixed(0.0)},
             _derive_cosine,
         ),
         Family(
-            "CosineAnnealingWarmRestarts", "epoch",
+            "CosineAnnealingWarmRestarts",
+            "epoch",
             "cosine annealing restarted every T_0 epochs, periods growing by T_mult",
             _args(
-                Argument("T_0", "int", 1, max_epochs_offset=0,
-                         meaning="epochs until the first restart"),
+                Argument(
+                    "T_0",
+                    "int",
+                    1,
+                    max_epochs_offset=0,
+                    meaning="epochs until the first restart",
+                ),
                 Argument("T_mult", "int", 1, meaning="growth factor of the period"),
                 ETA_MIN,
             ),
-            lambda e: {"T_0": _epochs(0.1, 0.5, e), "T_mult": Range(1, 2, integer=True),
-                       "eta_min": Fixed(0.0)},
+            lambda e: {
+                "T_0": _epochs(0.1, 0.5, e),
+                "T_mult": Range(1, 2, integer=True),
+                "eta_min": Fixed(0.0),
+            },
             _derive_warm_restarts,
         ),
         Family(
-            "OneCycleLR", "batch",
+            "OneCycleLR",
+            "batch",
             "one cycle up to the base rate and down, stepped every batch",
             _args(
-                Argument("pct_start", "float", 0.0, 1.0, exclusive_minimum=True,
-                         exclusive_maximum=True, meaning="share of steps rising"),
+                Argument(
+                    "pct_start",
+                    "float",
+                    0.0,
+                    1.0,
+                    exclusive_minimum=True,
+                    exclusive_maximum=True,
+                    meaning="share of steps rising",
+                ),
                 Argument("anneal_strategy", "str", choices=("cos", "linear")),
-                Argument("div_factor", "float", 1.0, meaning="base rate / initial rate"),
-                Argument("final_div_factor", "float", 1.0,
-                         meaning="initial rate / final rate"),
+                Argument(
+                    "div_factor", "float", 1.0, meaning="base rate / initial rate"
+                ),
+                Argument(
+                    "final_div_factor",
+                    "float",
+                    1.0,
+                    meaning="initial rate / final rate",
+                ),
                 Argument("three_phase", "bool"),
             ),
             lambda e: {"pct_start": Range(0.1, 0.5), "div_factor": Range(5.0, 50.0)},
             _derive_one_cycle,
         ),
         Family(
-            "CyclicLR", "batch",
+            "CyclicLR",
+            "batch",
             "cycles between the base rate and max_lr, stepped every batch",
             _args(
-                Argument("max_lr", "float", 0.0, exclusive_minimum=True,
-                         meaning="upper rate of the cycle, at least the base rate"),
-                Argument("step_size_up", "int", 1, meaning="batches in the rising half"),
-                Argument("step_size_down", "int", 1,
-                         meaning="batches in the falling half"),
-                Argument("mode", "str", choices=("triangular", "triangular2", "exp_range")),
-                Argument("gamma", "float", 0.0, 1.0, exclusive_minimum=True,
-                         meaning="decay per batch in exp_range mode"),
+                Argument(
+                    "max_lr",
+                    "float",
+                    0.0,
+                    exclusive_minimum=True,
+                    meaning="upper rate of the cycle, at least the base rate",
+                ),
+                Argument(
+                    "step_size_up", "int", 1, meaning="batches in the rising half"
+                ),
+                Argument(
+                    "step_size_down", "int", 1, meaning="batches in the falling half"
+                ),
+                Argument(
+                    "mode", "str", choices=("triangular", "triangular2", "exp_range")
+                ),
+                Argument(
+                    "gamma",
+                    "float",
+                    0.0,
+                    1.0,
+                    exclusive_minimum=True,
+                    meaning="decay per batch in exp_range mode",
+                ),
             ),
-            lambda e: {"max_lr": Range(0.5, 1.0),
-                       "mode": Choices(("triangular", "triangular2"))},
+            lambda e: {
+                "max_lr": Range(0.5, 1.0),
+                "mode": Choices(("triangular", "triangular2")),
+            },
             _derive_cyclic,
         ),
         Family(
-            "ReduceLROnPlateau", "epoch",
+            "ReduceLROnPlateau",
+            "epoch",
             "multiply by factor when valid_loss stops improving for patience epochs",
             _args(
-                Argument("factor", "float", 0.0, 1.0, exclusive_minimum=True,
-                         exclusive_maximum=True, meaning="decay on a plateau"),
-                Argument("patience", "int", 0, max_epochs_offset=-1,
-                         meaning="epochs without improvement before a decay"),
+                Argument(
+                    "factor",
+                    "float",
+                    0.0,
+                    1.0,
+                    exclusive_minimum=True,
+                    exclusive_maximum=True,
+                    meaning="decay on a plateau",
+                ),
+                Argument(
+                    "patience",
+                    "int",
+                    0,
+                    max_epochs_offset=-1,
+                    meaning="epochs without improvement before a decay",
+                ),
                 Argument("threshold", "float", 0.0, meaning="relative improvement"),
                 Argument("min_lr", "float", 0.0, meaning="lowest learning rate"),
             ),
-            lambda e: {"factor": Range(0.1, 0.7),
-                       "patience": Range(0, max(1, e // 4), integer=True)},
+            lambda e: {
+                "factor": Range(0.1, 0.7),
+                "patience": Range(0, max(1, e // 4), integer=True),
+            },
             _derive_plateau,
         ),
         Family(
-            "LinearLR", "epoch",
+            "LinearLR",
+            "epoch",
             "linear change of the factor from start_factor to end_factor",
             _args(
-                Argument("start_factor", "float", 0.0, 1.0, exclusive_minimum=True,
-                         meaning="factor of the base rate in the first epoch"),
-                Argument("end_factor", "float", 0.0, 1.0,
-                         meaning="factor after total_iters epochs"),
-                Argument("total_iters", "int", 1, max_epochs_offset=0,
-                         meaning="epochs of the linear change"),
+                Argument(
+                    "start_factor",
+                    "float",
+                    0.0,
+                    1.0,
+                    exclusive_minimum=True,
+                    meaning="factor of the base rate in the first epoch",
+                ),
+                Argument(
+                    "end_factor",
+                    "float",
+                    0.0,
+                    1.0,
+                    meaning="factor after total_iters epochs",
+                ),
+                Argument(
+                    "total_iters",
+                    "int",
+                    1,
+                    max_epochs_offset=0,
+                    meaning="epochs of the linear change",
+                ),
             ),
-            lambda e: {"start_factor": Range(0.05, 1.0), "end_factor": Range(0.01, 1.0)},
+            lambda e: {
+                "start_factor": Range(0.05, 1.0),
+                "end_factor": Range(0.01, 1.0),
+            },
             _derive_linear,
         ),
         Family(
-            "PolynomialLR", "epoch",
+            "PolynomialLR",
+            "epoch",
             "polynomial decay to zero over total_iters epochs",
             _args(
-                Argument("total_iters", "int", 1, max_epochs_offset=0,
-                         meaning="epochs until the rate reaches zero"),
-                Argument("power", "float", 0.0, exclusive_minimum=True,
-                         meaning="power of the polynomial"),
+                Argument(
+                    "total_iters",
+                    "int",
+                    1,
+                    max_epochs_offset=0,
+                    meaning="epochs until the rate reaches zero",
+                ),
+                Argument(
+                    "power",
+                    "float",
+                    0.0,
+                    exclusive_minimum=True,
+                    meaning="power of the polynomial",
+                ),
             ),
             lambda e: {"power": Range(0.5, 3.0)},
             _derive_polynomial,
@@ -337,7 +461,9 @@ def derive_kwargs(family: str, values: Mapping[str, Any], budget: Budget) -> dic
     return FAMILIES[family].derive(dict(values), budget)
 
 
-def budget_problems(family: str, params: Mapping[str, Any], budget: Budget) -> list[str]:
+def budget_problems(
+    family: str, params: Mapping[str, Any], budget: Budget
+) -> list[str]:
     """Return why the searched arguments of ``family`` cannot fit ``budget``.
 
     Epoch counts are checked against ``max_epochs`` when the study file is
@@ -362,8 +488,9 @@ def budget_problems(family: str, params: Mapping[str, Any], budget: Budget) -> l
         up = params.get("step_size_up")
         if up is not None and max(up.candidates()) > total:
             problems.append(
-                f"schedulers.CyclicLR.step_size_up: up to {max(up.candidates())} batches "
-                f"but training has {total} batch steps ({budget.max_epochs} epochs of "
-                f"{budget.n_train_batches}), so the cycle never reaches max_lr; lower it"
+                f"schedulers.CyclicLR.step_size_up: up to {max(up.candidates())} "
+                f"batches but training has {total} batch steps ({budget.max_epochs} "
+                f"epochs of {budget.n_train_batches}), so the cycle never reaches "
+                "max_lr; lower it"
             )
     return problems

@@ -32,10 +32,12 @@ def suggest(trial: optuna.Trial, name: str, param: Param) -> Any:
     if isinstance(param, Range):
         if param.integer:
             step = int(param.step) if param.step is not None else 1
-            return trial.suggest_int(name, int(param.low), int(param.high), step=step,
-                                     log=param.log)
-        return trial.suggest_float(name, param.low, param.high, step=param.step,
-                                   log=param.log)
+            return trial.suggest_int(
+                name, int(param.low), int(param.high), step=step, log=param.log
+            )
+        return trial.suggest_float(
+            name, param.low, param.high, step=param.step, log=param.log
+        )
     if isinstance(param, Choices):
         if isinstance(param.choices[0], tuple):
             # Optuna stores only scalar choices, so a list such as milestones is

@@ -62,8 +62,19 @@ MAX_NAME_LENGTH = 512
 USER_MODEL_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 TOP_KEYS = (
-    "name", "description", "direction", "metric", "n_trials", "seed",
-    "sampler", "pruner", "data", "model", "training", "lr", "schedulers",
+    "name",
+    "description",
+    "direction",
+    "metric",
+    "n_trials",
+    "seed",
+    "sampler",
+    "pruner",
+    "data",
+    "model",
+    "training",
+    "lr",
+    "schedulers",
 )
 DATA_KEYS = ("dataset", "path", "target", "valid_fraction", "task")
 MODEL_KEYS = ("kind", "hidden_units", "dropout", "channels", "options")
@@ -171,7 +182,11 @@ class _Problems:
             if key in valid:
                 continue
             close = difflib.get_close_matches(key, valid, n=1)
-            fix = f"did you mean '{close[0]}'?" if close else "valid keys: " + ", ".join(valid)
+            fix = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else "valid keys: " + ", ".join(valid)
+            )
             self.add(f"{prefix}{key}", "unknown key", key, fix)
 
     def lines(self, items: list[tuple] | None = None) -> list[str]:
@@ -216,7 +231,9 @@ def load_spec(path: str | Path, name: str | None = None) -> StudySpec:
     return parse_spec(text, source=str(path), default_name=name or path.stem)
 
 
-def parse_spec(text: str, source: str = "<study>", default_name: str = "study") -> StudySpec:
+def parse_spec(
+    text: str, source: str = "<study>", default_name: str = "study"
+) -> StudySpec:
     """Parse and validate the TOML text of a study file; see :func:`load_spec`."""
     try:
         raw = tomllib.loads(text)
@@ -251,8 +268,14 @@ def _toml_error_line(error: tomllib.TOMLDecodeError, source: str) -> str:
     return f"{source}: invalid TOML at {where}: {message}; fix the syntax there"
 
 
-def _get(table: Mapping, key: str, kind: str, default: Any, problems: _Problems,
-         prefix: str = "") -> Any:
+def _get(
+    table: Mapping,
+    key: str,
+    kind: str,
+    default: Any,
+    problems: _Problems,
+    prefix: str = "",
+) -> Any:
     if key not in table:
         return default
     value = table[key]
@@ -264,14 +287,25 @@ def _get(table: Mapping, key: str, kind: str, default: Any, problems: _Problems,
     return value
 
 
-def _choice(table: Mapping, key: str, valid: tuple[str, ...], default: str,
-            problems: _Problems, prefix: str = "", what: str = "") -> str:
+def _choice(
+    table: Mapping,
+    key: str,
+    valid: tuple[str, ...],
+    default: str,
+    problems: _Problems,
+    prefix: str = "",
+    what: str = "",
+) -> str:
     value = _get(table, key, "str", default, problems, prefix)
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        problems.add(prefix + key, f"unknown {what or key}", value,
-                     f"{hint}valid: {', '.join(valid)}")
+        problems.add(
+            prefix + key,
+            f"unknown {what or key}",
+            value,
+            f"{hint}valid: {', '.join(valid)}",
+        )
         return default
     return value
 
@@ -291,27 +325,35 @@ def _build(raw: dict, problems: _Problems, source: str, default_name: str) -> St
     if not name.strip():
         problems.add("name", "must not be empty", name, "give the study a name")
     elif len(name) > MAX_NAME_LENGTH:
-        problems.add("name", f"is longer than {MAX_NAME_LENGTH} characters", name,
-                     "shorten it")
+        problems.add(
+            "name", f"is longer than {MAX_NAME_LENGTH} characters", name, "shorten it"
+        )
     description = _get(raw, "description", "str", "", problems)
     n_trials = _get(raw, "n_trials", "int", 20, problems)
     if n_trials < 1:
-        problems.add("n_trials", "must be at least 1", n_trials, "set n_trials = 1 or more")
+        problems.add(
+            "n_trials", "must be at least 1", n_trials, "set n_trials = 1 or more"
+        )
     seed = _get(raw, "seed", "int", 0, problems)
     if not 0 <= seed <= MAX_SEED:
-        problems.add("seed", f"must be in [0, {MAX_SEED}]", seed,
-                     "use a seed such as 0")
+        problems.add(
+            "seed", f"must be in [0, {MAX_SEED}]", seed, "use a seed such as 0"
+        )
         seed = 0
 
     data = _build_data(_table(raw, "data", problems), problems)
     model = _build_model(_table(raw, "model", problems), problems)
     training = _build_training(_table(raw, "training", problems), problems)
-    sampler = _build_component(raw, "sampler", SAMPLER_CLASSES, "tpe", training, seed,
-                               problems)
-    pruner = _build_component(raw, "pruner", PRUNER_CLASSES, "median", training, seed,
-                              problems)
+    sampler = _build_component(
+        raw, "sampler", SAMPLER_CLASSES, "tpe", training, seed, problems
+    )
+    pruner = _build_component(
+        raw, "pruner", PRUNER_CLASSES, "median", training, seed, problems
+    )
 
-    task = data.task or ("regression" if data.dataset == "diabetes" else "classification")
+    task = data.task or (
+        "regression" if data.dataset == "diabetes" else "classification"
+    )
     metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     default_metric = "valid_acc" if task == "classification" else "valid_loss"
     metric = _choice(raw, "metric", metrics, default_metric, problems, what="metric")
@@ -320,38 +362,72 @@ def _build(raw: dict, problems: _Problems, source: str, default_name: str) -> St
     # A direction against the metric is legal (a study may look for the worst
     # schedules), so it is a warning, logged when the file is loaded.
     if metric in LOSS_METRICS and direction == "maximize":
-        problems.warn("direction", f"maximizes the loss metric {metric}", direction,
-                      "use direction = \"minimize\" unless you want the worst trials")
+        problems.warn(
+            "direction",
+            f"maximizes the loss metric {metric}",
+            direction,
+            'use direction = "minimize" unless you want the worst trials',
+        )
     if metric == "valid_acc" and direction == "minimize":
-        problems.warn("direction", "minimizes the accuracy metric valid_acc", direction,
-                      "use direction = \"maximize\" unless you want the worst trials")
+        problems.warn(
+            "direction",
+            "minimizes the accuracy metric valid_acc",
+            direction,
+            'use direction = "maximize" unless you want the worst trials',
+        )
 
     lr = _build_lr(raw, problems)
-    families = _build_families(_table(raw, "schedulers", problems), training, data,
-                               lr, problems)
+    families = _build_families(
+        _table(raw, "schedulers", problems), training, data, lr, problems
+    )
 
     return StudySpec(
-        name=name, description=description, direction=direction, metric=metric,
-        n_trials=n_trials, seed=seed, sampler=sampler, pruner=pruner, data=data,
-        model=model, training=training, lr=lr, families=tuple(families), path=source,
+        name=name,
+        description=description,
+        direction=direction,
+        metric=metric,
+        n_trials=n_trials,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        data=data,
+        model=model,
+        training=training,
+        lr=lr,
+        families=tuple(families),
+        path=source,
         warnings=tuple(problems.lines(problems.warnings)),
     )
 
 
-def _build_component(raw: dict, key: str, classes: Mapping[str, str], default: str,
-                     training: TrainingSpec, seed: int,
-                     problems: _Problems) -> ComponentSpec:
+def _build_component(
+    raw: dict,
+    key: str,
+    classes: Mapping[str, str],
+    default: str,
+    training: TrainingSpec,
+    seed: int,
+    problems: _Problems,
+) -> ComponentSpec:
     table = _table(raw, key, problems)
-    name = _choice(table, "name", tuple(classes), default, problems, f"{key}.",
-                   what=key)
+    name = _choice(
+        table, "name", tuple(classes), default, problems, f"{key}.", what=key
+    )
     options = {k: v for k, v in table.items() if k != "name"}
     if "name" not in table or name == table["name"]:
         _check_component(key, name, classes[name], options, training, seed, problems)
     return ComponentSpec(name, MappingProxyType(options))
 
 
-def _check_component(key: str, name: str, class_name: str, options: dict,
-                     training: TrainingSpec, seed: int, problems: _Problems) -> None:
+def _check_component(
+    key: str,
+    name: str,
+    class_name: str,
+    options: dict,
+    training: TrainingSpec,
+    seed: int,
+    problems: _Problems,
+) -> None:
     """Check sampler or pruner options against the Optuna class, then build it once.
 
     Building it here catches the values Optuna rejects (a negative
@@ -367,36 +443,57 @@ def _check_component(key: str, name: str, class_name: str, options: dict,
     for option, value in options.items():
         prefix = f"{key}.{option}"
         if option == "seed" and key == "sampler":
-            problems.add(prefix, "is set from the study's seed", value,
-                         "remove it and set the top-level seed")
+            problems.add(
+                prefix,
+                "is set from the study's seed",
+                value,
+                "remove it and set the top-level seed",
+            )
         elif option not in parameters:
             close = difflib.get_close_matches(option, settable, n=1)
-            fix = (f"did you mean '{close[0]}'?" if close else
-                   f"valid options of {class_name}: {', '.join(settable) or 'none'}")
+            fix = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"valid options of {class_name}: {', '.join(settable) or 'none'}"
+            )
             problems.add(prefix, f"unknown option of {class_name}", option, fix)
         elif option not in settable:
-            problems.add(prefix, "takes a Python object and cannot be set in a study "
-                         "file", value, "remove it")
+            problems.add(
+                prefix,
+                "takes a Python object and cannot be set in a study file",
+                value,
+                "remove it",
+            )
         else:
             expected = _option_types(parameters[option])
             if not _matches_types(value, expected):
-                problems.add(prefix, f"must be {' or '.join(expected)}", value,
-                             f"see the {class_name} documentation")
+                problems.add(
+                    prefix,
+                    f"must be {' or '.join(expected)}",
+                    value,
+                    f"see the {class_name} documentation",
+                )
     for option in settable:
         required = parameters[option].default is inspect.Parameter.empty
         if required and option not in options:
-            problems.add(f"{key}.{option}", f"missing, {class_name} requires it", None,
-                         f"add {option} = VALUE to [{key}]")
+            problems.add(
+                f"{key}.{option}",
+                f"missing, {class_name} requires it",
+                None,
+                f"add {option} = VALUE to [{key}]",
+            )
     if len(problems.items) > before:
         return
 
     if name in ("median", "percentile"):
         warmup = options.get("n_warmup_steps", 0)
         if warmup >= training.max_epochs:
-            problems.add(f"{key}.n_warmup_steps",
-                         f"never lets the pruner act within max_epochs = "
-                         f"{training.max_epochs}", warmup,
-                         "lower it below training.max_epochs")
+            problems.add(
+                f"{key}.n_warmup_steps",
+                f"never lets the pruner act within max_epochs = {training.max_epochs}",
+                warmup,
+                "lower it below training.max_epochs",
+            )
             return
     kwargs = dict(options)
     if key == "sampler":
@@ -416,11 +513,19 @@ def _check_component(key: str, name: str, class_name: str, options: dict,
         # n_warmup_steps=-1"), so the first option named is the problem's key.
         named = [option for option in options if option in str(error)]
         if named:
-            problems.add(f"{key}.{named[0]}", f"rejected by {class_name} ({error})",
-                         options[named[0]], "fix the value")
+            problems.add(
+                f"{key}.{named[0]}",
+                f"rejected by {class_name} ({error})",
+                options[named[0]],
+                "fix the value",
+            )
         else:
-            problems.add(key, f"{class_name} rejected the options ({error})", options,
-                         "fix the options")
+            problems.add(
+                key,
+                f"{class_name} rejected the options ({error})",
+                options,
+                "fix the options",
+            )
 
 
 def _settable_option(key: str, parameter: inspect.Parameter) -> bool:
@@ -434,8 +539,12 @@ def _settable_option(key: str, parameter: inspect.Parameter) -> bool:
 
 
 ANY_OPTION = "a number, string or boolean"
-OPTION_TYPES = {"bool": "true or false", "int": "an integer", "float": "a number",
-                "str": "a string"}
+OPTION_TYPES = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+}
 
 
 def _option_types(parameter: inspect.Parameter) -> list[str]:
@@ -446,8 +555,11 @@ def _option_types(parameter: inspect.Parameter) -> list[str]:
         known = default is not None and default is not inspect.Parameter.empty
         names = [type(default).__name__] if known else []
     else:
-        text = annotation if isinstance(annotation, str) else getattr(
-            annotation, "__name__", str(annotation))
+        text = (
+            annotation
+            if isinstance(annotation, str)
+            else getattr(annotation, "__name__", str(annotation))
+        )
         names = re.findall(r"\b(bool|int|float|str)\b", text)
     types = [OPTION_TYPES[n] for n in dict.fromkeys(names) if n in OPTION_TYPES]
     return types or [ANY_OPTION]
@@ -479,35 +591,60 @@ def _build_data(table: dict, problems: _Problems) -> DataSpec:
     path = _get(table, "path", "str", None, problems, "data.")
     target = _get(table, "target", "str", None, problems, "data.")
     if path is not None and not path.strip():
-        problems.add("data.path", "must not be empty", path,
-                     "give the path of a CSV or Parquet file")
+        problems.add(
+            "data.path",
+            "must not be empty",
+            path,
+            "give the path of a CSV or Parquet file",
+        )
     if path is not None and "dataset" in table:
-        problems.add("data.path", "given together with data.dataset", path,
-                     "keep either dataset or path + target")
+        problems.add(
+            "data.path",
+            "given together with data.dataset",
+            path,
+            "keep either dataset or path + target",
+        )
     dataset = None
     if path is None:
-        dataset = _choice(table, "dataset", DATASETS, "digits", problems, "data.",
-                          what="dataset")
+        dataset = _choice(
+            table, "dataset", DATASETS, "digits", problems, "data.", what="dataset"
+        )
         if target is not None:
-            problems.add("data.target", "has no effect with a built-in dataset", target,
-                         "remove it, or give data.path for a data file")
+            problems.add(
+                "data.target",
+                "has no effect with a built-in dataset",
+                target,
+                "remove it, or give data.path for a data file",
+            )
     elif target is None:
-        problems.add("data.target", "missing for a data file", None,
-                     "name the target column with target = \"COLUMN\"")
+        problems.add(
+            "data.target",
+            "missing for a data file",
+            None,
+            'name the target column with target = "COLUMN"',
+        )
     valid_fraction = _get(table, "valid_fraction", "float", 0.2, problems, "data.")
     if not 0 < valid_fraction < 1:
-        problems.add("data.valid_fraction", "must be between 0 and 1, exclusive",
-                     valid_fraction, "use a fraction such as 0.2")
+        problems.add(
+            "data.valid_fraction",
+            "must be between 0 and 1, exclusive",
+            valid_fraction,
+            "use a fraction such as 0.2",
+        )
         valid_fraction = 0.2
     task = None
     if "task" in table:
-        task = _choice(table, "task", TASKS, "classification", problems, "data.",
-                       what="task")
+        task = _choice(
+            table, "task", TASKS, "classification", problems, "data.", what="task"
+        )
         builtin_task = "regression" if dataset == "diabetes" else "classification"
         if dataset is not None and task != builtin_task:
-            problems.add("data.task", f"contradicts dataset {dataset!r}, a "
-                         f"{builtin_task} dataset", task,
-                         f"remove it or set task = \"{builtin_task}\"")
+            problems.add(
+                "data.task",
+                f"contradicts dataset {dataset!r}, a {builtin_task} dataset",
+                task,
+                f'remove it or set task = "{builtin_task}"',
+            )
             task = None
     return DataSpec(dataset, path, target, float(valid_fraction), task)
 
@@ -519,9 +656,13 @@ def _build_model(table: dict, problems: _Problems) -> ModelSpec:
     if not known_kind:
         close = difflib.get_close_matches(kind, BUILTIN_MODELS, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        problems.add("model.kind", "unknown model kind", kind,
-                     f"{hint}use one of {', '.join(BUILTIN_MODELS)} or an import path "
-                     "\"package.module:Class\"")
+        problems.add(
+            "model.kind",
+            "unknown model kind",
+            kind,
+            f"{hint}use one of {', '.join(BUILTIN_MODELS)} or an import path "
+            '"package.module:Class"',
+        )
     hidden_units = _positive_ints(table, "hidden_units", (128,), problems)
     channels = _positive_ints(table, "channels", (16, 32), problems)
     dropout = _get(table, "dropout", "float", 0.0, problems, "model.")
@@ -529,24 +670,40 @@ def _build_model(table: dict, problems: _Problems) -> ModelSpec:
         problems.add("model.dropout", "must be in [0, 1)", dropout, "use e.g. 0.1")
     options = table.get("options", {})
     if not isinstance(options, dict):
-        problems.add("model.options", "must be a table", options,
-                     "write [model.options] with keyword arguments of the class")
+        problems.add(
+            "model.options",
+            "must be a table",
+            options,
+            "write [model.options] with keyword arguments of the class",
+        )
         options = {}
     for key, value in options.items():
         if not _is_plain(value):
-            problems.add(f"model.options.{key}", "must be a number, string, boolean, "
-                         "or a list or table of them", value,
-                         "remove dates, times, nan and inf, which cannot be stored")
+            problems.add(
+                f"model.options.{key}",
+                "must be a number, string, boolean, or a list or table of them",
+                value,
+                "remove dates, times, nan and inf, which cannot be stored",
+            )
     unused = {"mlp": ("channels", "options"), "cnn": ("hidden_units", "options")}.get(
-        kind, ("hidden_units", "channels", "dropout"))
+        kind, ("hidden_units", "channels", "dropout")
+    )
     for key in unused if known_kind else ():
         if key in table:
-            fix = ("give the class's arguments in [model.options]" if ":" in kind
-                   else "remove it")
-            problems.add(f"model.{key}", f"has no effect with model.kind = {kind!r}",
-                         table[key], fix)
-    return ModelSpec(kind, hidden_units, float(dropout), channels,
-                     MappingProxyType(dict(options)))
+            fix = (
+                "give the class's arguments in [model.options]"
+                if ":" in kind
+                else "remove it"
+            )
+            problems.add(
+                f"model.{key}",
+                f"has no effect with model.kind = {kind!r}",
+                table[key],
+                fix,
+            )
+    return ModelSpec(
+        kind, hidden_units, float(dropout), channels, MappingProxyType(dict(options))
+    )
 
 
 def _is_plain(value: Any) -> bool:
@@ -565,8 +722,12 @@ def _is_plain(value: Any) -> bool:
 def _positive_ints(table: dict, key: str, default: tuple, problems: _Problems) -> tuple:
     value = _get(table, key, "int_list", list(default), problems, "model.")
     if not value or any(v < 1 for v in value):
-        problems.add(f"model.{key}", "must be a non-empty list of positive integers",
-                     value, f"e.g. {key} = {list(default)}")
+        problems.add(
+            f"model.{key}",
+            "must be a non-empty list of positive integers",
+            value,
+            f"e.g. {key} = {list(default)}",
+        )
         return default
     return tuple(value)
 
@@ -576,31 +737,50 @@ def _build_training(table: dict, problems: _Problems) -> TrainingSpec:
     prefix = "training."
     max_epochs = _get(table, "max_epochs", "int", 20, problems, prefix)
     if max_epochs < 1:
-        problems.add("training.max_epochs", "must be at least 1", max_epochs,
-                     "set max_epochs = 1 or more")
+        problems.add(
+            "training.max_epochs",
+            "must be at least 1",
+            max_epochs,
+            "set max_epochs = 1 or more",
+        )
         max_epochs = 20
     batch_size = _get(table, "batch_size", "int", 64, problems, prefix)
     if batch_size < 1:
-        problems.add("training.batch_size", "must be at least 1", batch_size,
-                     "set batch_size = 1 or more")
+        problems.add(
+            "training.batch_size",
+            "must be at least 1",
+            batch_size,
+            "set batch_size = 1 or more",
+        )
         batch_size = 64
-    optimizer = _choice(table, "optimizer", OPTIMIZERS, "sgd", problems, prefix,
-                        what="optimizer")
-    momentum = _get(table, "momentum", "float", 0.9 if optimizer == "sgd" else 0.0,
-                    problems, prefix)
+    optimizer = _choice(
+        table, "optimizer", OPTIMIZERS, "sgd", problems, prefix, what="optimizer"
+    )
+    momentum = _get(
+        table, "momentum", "float", 0.9 if optimizer == "sgd" else 0.0, problems, prefix
+    )
     if not 0 <= momentum < 1:
         problems.add("training.momentum", "must be in [0, 1)", momentum, "use e.g. 0.9")
         momentum = 0.0
     if momentum and optimizer != "sgd" and "momentum" in table:
-        problems.add("training.momentum", f"has no effect with optimizer {optimizer}",
-                     momentum, "remove it; Adam and AdamW use betas")
+        problems.add(
+            "training.momentum",
+            f"has no effect with optimizer {optimizer}",
+            momentum,
+            "remove it; Adam and AdamW use betas",
+        )
     weight_decay = _get(table, "weight_decay", "float", 0.0, problems, prefix)
     if weight_decay < 0:
-        problems.add("training.weight_decay", "must not be negative", weight_decay,
-                     "use 0 or a small positive value")
+        problems.add(
+            "training.weight_decay",
+            "must not be negative",
+            weight_decay,
+            "use 0 or a small positive value",
+        )
         weight_decay = 0.0
-    return TrainingSpec(max_epochs, batch_size, optimizer, float(momentum),
-                        float(weight_decay))
+    return TrainingSpec(
+        max_epochs, batch_size, optimizer, float(momentum), float(weight_decay)
+    )
 
 
 def _build_lr(raw: dict, problems: _Problems) -> Param:
@@ -611,8 +791,12 @@ def _build_lr(raw: dict, problems: _Problems) -> Param:
     if lr is None:
         return Fixed(0.1)
     if min(_numbers(lr)) <= 0:
-        problems.add("lr", "must be positive", min(_numbers(lr)),
-                     "use a learning rate > 0, e.g. { low = 0.001, high = 0.5, log = true }")
+        problems.add(
+            "lr",
+            "must be positive",
+            min(_numbers(lr)),
+            "use a learning rate > 0, e.g. { low = 0.001, high = 0.5, log = true }",
+        )
     return lr
 
 
@@ -620,13 +804,22 @@ def _numbers(param: Param) -> list[float]:
     return [v for v in param.candidates() if isinstance(v, int | float)]
 
 
-def _build_families(table: dict, training: TrainingSpec, data: DataSpec, lr: Param,
-                    problems: _Problems) -> list[FamilySpec]:
+def _build_families(
+    table: dict, training: TrainingSpec, data: DataSpec, lr: Param, problems: _Problems
+) -> list[FamilySpec]:
     types = table.get("types", [CONSTANT])
     valid_names = tuple(FAMILIES)
-    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-        problems.add("schedulers.types", "must be a non-empty list of family names",
-                     types, "valid: " + ", ".join(valid_names))
+    if (
+        not isinstance(types, list)
+        or not types
+        or not all(isinstance(t, str) for t in types)
+    ):
+        problems.add(
+            "schedulers.types",
+            "must be a non-empty list of family names",
+            types,
+            "valid: " + ", ".join(valid_names),
+        )
         return []
     problems.unknown_keys(table, ("types", *valid_names), "schedulers.")
 
@@ -635,29 +828,52 @@ def _build_families(table: dict, training: TrainingSpec, data: DataSpec, lr: Par
         if name not in FAMILIES:
             close = difflib.get_close_matches(name, valid_names, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            problems.add("schedulers.types", "unknown scheduler family", name,
-                         f"{hint}valid: {', '.join(valid_names)}")
+            problems.add(
+                "schedulers.types",
+                "unknown scheduler family",
+                name,
+                f"{hint}valid: {', '.join(valid_names)}",
+            )
             continue
         if types.count(name) > 1 and name in [f.name for f in families]:
-            problems.add("schedulers.types", "lists a family twice", name,
-                         "list each family once")
+            problems.add(
+                "schedulers.types",
+                "lists a family twice",
+                name,
+                "list each family once",
+            )
             continue
-        families.append(_build_family(name, table.get(name, {}), training, data, lr,
-                                      problems))
+        families.append(
+            _build_family(name, table.get(name, {}), training, data, lr, problems)
+        )
     for key in table:
         if key != "types" and key in FAMILIES and key not in types:
-            problems.add(f"schedulers.{key}", "is configured but not listed in types",
-                         key, f"add \"{key}\" to schedulers.types or remove the table")
+            problems.add(
+                f"schedulers.{key}",
+                "is configured but not listed in types",
+                key,
+                f'add "{key}" to schedulers.types or remove the table',
+            )
     return families
 
 
-def _build_family(name: str, table: Any, training: TrainingSpec, data: DataSpec,
-                  lr: Param, problems: _Problems) -> FamilySpec:
+def _build_family(
+    name: str,
+    table: Any,
+    training: TrainingSpec,
+    data: DataSpec,
+    lr: Param,
+    problems: _Problems,
+) -> FamilySpec:
     family = FAMILIES[name]
     prefix = f"schedulers.{name}."
     if not isinstance(table, dict):
-        problems.add(f"schedulers.{name}", "must be a table", table,
-                     f"write [schedulers.{name}] with the family's arguments")
+        problems.add(
+            f"schedulers.{name}",
+            "must be a table",
+            table,
+            f"write [schedulers.{name}] with the family's arguments",
+        )
         table = {}
     problems.unknown_keys(table, tuple(family.arguments), prefix)
 
@@ -670,16 +886,22 @@ def _build_family(name: str, table: Any, training: TrainingSpec, data: DataSpec,
         param = parse_param(raw, argument.kind, prefix + key, scratch)
         for item in scratch:
             problems.add(*item)
-        if param is not None and _check_bounds(param, argument, training, prefix,
-                                               problems):
+        if param is not None and _check_bounds(
+            param, argument, training, prefix, problems
+        ):
             params[key] = param
 
     _check_family(name, params, training, data, lr, prefix, problems)
     return FamilySpec(name, MappingProxyType(params))
 
 
-def _check_bounds(param: Param, argument: Argument, training: TrainingSpec,
-                  prefix: str, problems: _Problems) -> bool:
+def _check_bounds(
+    param: Param,
+    argument: Argument,
+    training: TrainingSpec,
+    prefix: str,
+    problems: _Problems,
+) -> bool:
     key = prefix + argument.name
     maximum = argument.maximum
     if argument.max_epochs_offset is not None:
@@ -688,8 +910,12 @@ def _check_bounds(param: Param, argument: Argument, training: TrainingSpec,
     for value in param.candidates():
         if argument.kind == "str":
             if value not in argument.choices:
-                problems.add(key, f"invalid {argument.name}", value,
-                             "valid: " + ", ".join(argument.choices))
+                problems.add(
+                    key,
+                    f"invalid {argument.name}",
+                    value,
+                    "valid: " + ", ".join(argument.choices),
+                )
                 ok = False
             continue
         if argument.kind == "bool":
@@ -697,17 +923,29 @@ def _check_bounds(param: Param, argument: Argument, training: TrainingSpec,
         values = list(value) if argument.kind == "int_list" else [value]
         if argument.kind == "int_list":
             if not values:
-                problems.add(key, "must list at least one epoch", value,
-                             "e.g. milestones = [10, 20]")
+                problems.add(
+                    key,
+                    "must list at least one epoch",
+                    value,
+                    "e.g. milestones = [10, 20]",
+                )
                 ok = False
             elif values != sorted(set(values)):
-                problems.add(key, "must be strictly increasing", list(value),
-                             "sort the milestones and drop repeats")
+                problems.add(
+                    key,
+                    "must be strictly increasing",
+                    list(value),
+                    "sort the milestones and drop repeats",
+                )
                 ok = False
         for number in values:
             if not _within(number, argument, maximum):
-                problems.add(key, _bounds_text(argument, maximum, training), number,
-                             _bounds_fix(argument, maximum))
+                problems.add(
+                    key,
+                    _bounds_text(argument, maximum, training),
+                    number,
+                    _bounds_fix(argument, maximum),
+                )
                 ok = False
                 break
     return ok
@@ -728,7 +966,9 @@ def _within(number: float, argument: Argument, maximum: float | None) -> bool:
     return True
 
 
-def _bounds_text(argument: Argument, maximum: float | None, training: TrainingSpec) -> str:
+def _bounds_text(
+    argument: Argument, maximum: float | None, training: TrainingSpec
+) -> str:
     low = argument.minimum
     left = "(" if argument.exclusive_minimum else "["
     right = ")" if argument.exclusive_maximum else "]"
@@ -748,20 +988,33 @@ def _bounds_fix(argument: Argument, maximum: float | None) -> str:
     return f"choose {argument.name} inside that interval"
 
 
-def _check_family(name: str, params: dict[str, Param], training: TrainingSpec,
-                  data: DataSpec, lr: Param, prefix: str, problems: _Problems) -> None:
+def _check_family(
+    name: str,
+    params: dict[str, Param],
+    training: TrainingSpec,
+    data: DataSpec,
+    lr: Param,
+    prefix: str,
+    problems: _Problems,
+) -> None:
     if name == "CyclicLR":
         max_lr = params.get("max_lr")
         if max_lr is not None and min(_numbers(max_lr)) < max(_numbers(lr)):
-            problems.add(prefix + "max_lr",
-                         f"can be below the base learning rate (lr up to {max(_numbers(lr))})",
-                         min(_numbers(max_lr)),
-                         "raise max_lr.low to at least lr.high; CyclicLR's base_lr is lr")
+            problems.add(
+                prefix + "max_lr",
+                f"can be below the base learning rate (lr up to {max(_numbers(lr))})",
+                min(_numbers(max_lr)),
+                "raise max_lr.low to at least lr.high; CyclicLR's base_lr is lr",
+            )
     if name == "CosineAnnealingLR":
         eta_min = params.get("eta_min")
         if eta_min is not None and max(_numbers(eta_min)) >= min(_numbers(lr)):
-            problems.add(prefix + "eta_min", "reaches the base learning rate",
-                         max(_numbers(eta_min)), "keep eta_min below lr.low")
+            problems.add(
+                prefix + "eta_min",
+                "reaches the base learning rate",
+                max(_numbers(eta_min)),
+                "keep eta_min below lr.low",
+            )
 
 
 def is_searched(param: Param) -> bool:
@@ -817,7 +1070,10 @@ def studies_dirs() -> list[Path]:
     ``./studies`` in the working directory comes first, then the repository's
     ``studies/`` beside the installed package.
     """
-    folders = [Path.cwd() / "studies", Path(__file__).resolve().parent.parent / "studies"]
+    folders = [
+        Path.cwd() / "studies",
+        Path(__file__).resolve().parent.parent / "studies",
+    ]
     unique = []
     for folder in folders:
         if folder.is_dir() and folder.resolve() not in [f.resolve() for f in unique]:
@@ -854,6 +1110,7 @@ def resolve_study(name_or_path: str) -> Path:
     close = difflib.get_close_matches(name_or_path, list(files), n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise StudyNotFound(
-        f"unknown study {name_or_path!r}; {hint}valid studies: {', '.join(files) or 'none'}"
+        f"unknown study {name_or_path!r}; {hint}valid studies: "
+        f"{', '.join(files) or 'none'}"
         " (or give the path of a TOML study file)"
     )

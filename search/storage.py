@@ -74,7 +74,8 @@ def parse_url(url: str) -> URL:
         "sqlite",
     ):
         raise StorageError(
-            f"unsupported storage URL scheme {parsed.drivername!r} in {mask_url(url)!r}; "
+            f"unsupported storage URL scheme {parsed.drivername!r} in "
+            f"{mask_url(url)!r}; "
             f"use one of {', '.join(s + '://' for s in SUPPORTED_DRIVERS)}"
         )
     if parsed.get_backend_name() == "sqlite":
@@ -107,7 +108,12 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4, "pool_recycle": 1800}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 2,
+        "max_overflow": 4,
+        "pool_recycle": 1800,
+    }
 
 
 def prepare_sqlite(url: str) -> None:
@@ -153,7 +159,9 @@ class RetryStaleTrial:
             logger.warning(
                 "trial %d of study %r failed: no heartbeat from its worker; not "
                 "retried, because its parameters already ran %d more times",
-                trial.number, study.study_name, retries,
+                trial.number,
+                study.study_name,
+                retries,
             )
             return
         trial.user_attrs = {**trial.user_attrs, RETRY_OF_ATTR: trial.number}
@@ -161,7 +169,10 @@ class RetryStaleTrial:
         logger.warning(
             "trial %d of study %r failed: no heartbeat from its worker (killed or "
             "disconnected); its parameters were queued again (retry %d of %d)",
-            trial.number, study.study_name, retries + 1, self.max_retry,
+            trial.number,
+            study.study_name,
+            retries + 1,
+            self.max_retry,
         )
 
 
@@ -177,8 +188,12 @@ def _experimental_allowed() -> Iterator[None]:
         yield
 
 
-def make_storage(url: str, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, max_retry: int | None = None):
+def make_storage(
+    url: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = None,
+):
     """Open Optuna's RDBStorage on ``url``, creating its tables if needed.
 
     Parameters
@@ -276,8 +291,9 @@ def _mysql_lock_name(database: str | None) -> str:
     return f"search_setup.{database or ''}"[:64]
 
 
-def _acquire_server_lock(url: str, connection, backend: str, database: str | None,
-                         timeout: float) -> None:
+def _acquire_server_lock(
+    url: str, connection, backend: str, database: str | None, timeout: float
+) -> None:
     if backend == "postgresql":
         query = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
         deadline = time.monotonic() + timeout
@@ -300,11 +316,14 @@ def _release_server_lock(connection, backend: str, database: str | None) -> None
     if connection.invalidated or connection.closed:
         return
     if backend == "postgresql":
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"),
-                           {"key": _SETUP_LOCK_KEY})
+        connection.execute(
+            sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SETUP_LOCK_KEY}
+        )
     else:
-        connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"),
-                           {"name": _mysql_lock_name(database)})
+        connection.execute(
+            sqlalchemy.text("SELECT RELEASE_LOCK(:name)"),
+            {"name": _mysql_lock_name(database)},
+        )
     connection.commit()
 
 

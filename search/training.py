@@ -29,8 +29,11 @@ from search.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZER_CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam,
-                     "adamw": torch.optim.AdamW}
+OPTIMIZER_CLASSES = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
 
 
 class TensorBatchIterator:
@@ -44,8 +47,9 @@ class TensorBatchIterator:
     the permuted tensors once, so every batch is a view of contiguous rows.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False,
-                 **_ignored):
+    def __init__(
+        self, dataset: Dataset, batch_size: int = 128, shuffle: bool = False, **_ignored
+    ):
         self.X = torch.as_tensor(dataset.X)
         self.y = None if dataset.y is None else torch.as_tensor(dataset.y)
         self.batch_size = batch_size
@@ -262,8 +266,13 @@ class EpochRecorder(Callback):
     sink, or in handing epochs off and waiting for their results.
     """
 
-    def __init__(self, metric: str, sink: Callable[[EpochSummary], bool | None],
-                 keep_batch_lrs: bool = False, jobs: BackgroundJobs | None = None):
+    def __init__(
+        self,
+        metric: str,
+        sink: Callable[[EpochSummary], bool | None],
+        keep_batch_lrs: bool = False,
+        jobs: BackgroundJobs | None = None,
+    ):
         self.metric = metric
         self.sink = sink
         self.keep_batch_lrs = keep_batch_lrs

@@ -41,9 +41,15 @@ logger = logging.getLogger(__name__)
 
 # Modules the fork server imports before it forks workers: torch, through the
 # objective, and the Alembic modules that Optuna's RDBStorage imports lazily.
-FORKSERVER_PRELOAD = ("search.workers", "search.objective", "search.cli",
-                      "alembic.migration", "alembic.script", "alembic.config",
-                      "alembic.command")
+FORKSERVER_PRELOAD = (
+    "search.workers",
+    "search.objective",
+    "search.cli",
+    "alembic.migration",
+    "alembic.script",
+    "alembic.config",
+    "alembic.command",
+)
 
 
 class WorkersFailed(RuntimeError):
@@ -83,8 +89,11 @@ class _SignalForwarder:
     def _handle(self, signum: int, frame) -> None:
         if self.received is None:
             self.received = signum
-        logger.warning("received %s; forwarding it to %d workers",
-                       signal_name(signum), len(self.processes))
+        logger.warning(
+            "received %s; forwarding it to %d workers",
+            signal_name(signum),
+            len(self.processes),
+        )
         for process in self.processes:
             self._send(process, signum)
 
@@ -130,17 +139,28 @@ def run_workers(
         If a worker exited with an error or was killed.
     """
     if spec.path is None:
-        raise ValueError("several workers need a study loaded from a file, but "
-                         "spec.path is None; load it with search.spec.load_spec")
-    study = open_study(spec, storage_url, options.heartbeat_interval,
-                       options.max_retry, options.accept_changes)
+        raise ValueError(
+            "several workers need a study loaded from a file, but "
+            "spec.path is None; load it with search.spec.load_spec"
+        )
+    study = open_study(
+        spec,
+        storage_url,
+        options.heartbeat_interval,
+        options.max_retry,
+        options.accept_changes,
+    )
     try:
         fail_stale_trials(study)
         target = options.n_trials or spec.n_trials
         finished = count_finished(study)
         if finished >= target and not count_waiting(study):
-            logger.info("study %r already contains %d finished trials (target %d)",
-                        spec.name, finished, target)
+            logger.info(
+                "study %r already contains %d finished trials (target %d)",
+                spec.name,
+                finished,
+                target,
+            )
             return study
     finally:
         close_study(study)
@@ -148,10 +168,15 @@ def run_workers(
     threads = torch_threads(options.workers)
     cores = count_cores()
     if options.workers > cores:
-        logger.warning("%d workers on %d CPU cores: the workers share cores, so each "
-                       "trial runs slower", options.workers, cores)
-    worker_options = replace(options, workers=1, torch_threads=threads,
-                             reseed_sampler=True)
+        logger.warning(
+            "%d workers on %d CPU cores: the workers share cores, so each "
+            "trial runs slower",
+            options.workers,
+            cores,
+        )
+    worker_options = replace(
+        options, workers=1, torch_threads=threads, reseed_sampler=True
+    )
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     with _SignalForwarder() as forwarder:
@@ -160,20 +185,32 @@ def run_workers(
                 break
             process = context.Process(
                 target=_worker_main,
-                args=(spec.path, storage_url, worker_options, index, on_trial,
-                      initializer),
+                args=(
+                    spec.path,
+                    storage_url,
+                    worker_options,
+                    index,
+                    on_trial,
+                    initializer,
+                ),
                 name=f"search-worker-{index}",
             )
             process.start()
             forwarder.add(process)
-            logger.info("started worker %d (pid %d) with %d torch threads",
-                        index, process.pid, threads)
+            logger.info(
+                "started worker %d (pid %d) with %d torch threads",
+                index,
+                process.pid,
+                threads,
+            )
         for process in forwarder.processes:
             process.join()
 
-    failures = [_describe_exit(index, process)
-                for index, process in enumerate(forwarder.processes)
-                if process.exitcode != 0]
+    failures = [
+        _describe_exit(index, process)
+        for index, process in enumerate(forwarder.processes)
+        if process.exitcode != 0
+    ]
     if forwarder.received is not None:
         raise Interrupted(forwarder.received)
     if failures:
@@ -186,14 +223,22 @@ def run_workers(
 def _describe_exit(index: int, process) -> str:
     code = process.exitcode
     if code < 0:
-        return (f"worker {index} (pid {process.pid}) was killed by "
-                f"{signal_name(-code)}; its running trial is failed and retried once "
-                "its heartbeat is stale")
+        return (
+            f"worker {index} (pid {process.pid}) was killed by "
+            f"{signal_name(-code)}; its running trial is failed and retried once "
+            "its heartbeat is stale"
+        )
     return f"worker {index} (pid {process.pid}) exited with status {code}"
 
 
-def _worker_main(study_path: str, storage_url: str, options: RunOptions, index: int,
-                 on_trial, initializer) -> None:
+def _worker_main(
+    study_path: str,
+    storage_url: str,
+    options: RunOptions,
+    index: int,
+    on_trial,
+    initializer,
+) -> None:
     """Run the study in one worker process and exit with the runner's status."""
     if initializer is not None:
         initializer()

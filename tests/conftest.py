@@ -21,12 +21,15 @@ STUDIES = REPO / "studies"
 POSTGRESQL_ADMIN = os.environ.get(
     "SEARCH_TEST_POSTGRESQL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-MYSQL_ADMIN = os.environ.get("SEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+MYSQL_ADMIN = os.environ.get(
+    "SEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
 
 
 def _server_missing(name: str, url: str, error: Exception) -> None:
+    shown = sqlalchemy.engine.make_url(url).render_as_string()
     message = (
-        f"{name} server not reachable at {sqlalchemy.engine.make_url(url).render_as_string()}"
+        f"{name} server not reachable at {shown}"
         f" ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
     )
     if os.environ.get("CI"):
@@ -53,7 +56,9 @@ def _drop_database(engine, database: str, backend: str) -> None:
     dispose_engines()
     with engine.connect() as connection:
         if backend == "postgresql":
-            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            connection.execute(
+                sqlalchemy.text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            )
         else:
             connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {database}"))
     engine.dispose()
@@ -122,13 +127,28 @@ types = {types}
 
 
 def tiny_study_text(
-    *, name="tiny", n_trials=2, seed=0, sampler="tpe", pruner="none", max_epochs=2,
-    batch_size=64, optimizer="sgd", types=("StepLR",), extra="",
+    *,
+    name="tiny",
+    n_trials=2,
+    seed=0,
+    sampler="tpe",
+    pruner="none",
+    max_epochs=2,
+    batch_size=64,
+    optimizer="sgd",
+    types=("StepLR",),
+    extra="",
 ) -> str:
     """Return the TOML text of a fast study on the digits; ``extra`` is appended."""
     text = TINY_STUDY.format(
-        name=name, n_trials=n_trials, seed=seed, sampler=sampler, pruner=pruner,
-        max_epochs=max_epochs, batch_size=batch_size, optimizer=optimizer,
+        name=name,
+        n_trials=n_trials,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
         types="[" + ", ".join(f'"{t}"' for t in types) + "]",
     )
     return text + extra

@@ -588,17 +588,28 @@ def start_cli_dashboard(
         [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
     )
     env.pop("SEARCH_STORAGE", None)
-    args = [sys.executable, "-m", "search", "dashboard", "--storage", storage_url,
-            "--port", str(port)]
+    args = [
+        sys.executable,
+        "-m",
+        "search",
+        "dashboard",
+        "--storage",
+        storage_url,
+        "--port",
+        str(port),
+    ]
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            args, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"python -m search dashboard exited with status "
-                        f"{process.returncode}. Output:\n{log_path.read_text()}")
+            pytest.fail(
+                f"python -m search dashboard exited with status "
+                f"{process.returncode}. Output:\n{log_path.read_text()}"
+            )
         try:
             status, _ = get_json(f"{base_url}/api/meta")
         except (urllib.error.URLError, ConnectionError):
@@ -609,8 +620,10 @@ def start_cli_dashboard(
         time.sleep(0.1)
     process.kill()
     process.wait()
-    pytest.fail(f"python -m search dashboard did not respond on {base_url} within "
-                f"{STARTUP_TIMEOUT_S} s. Output:\n{log_path.read_text()}")
+    pytest.fail(
+        f"python -m search dashboard did not respond on {base_url} within "
+        f"{STARTUP_TIMEOUT_S} s. Output:\n{log_path.read_text()}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -652,14 +665,18 @@ def test_cli_dashboard_trials_match_study(stored_study, package_study_detail) ->
         assert params["scheduler"] == trial.params["scheduler"]
         assert set(params) == set(trial.params)
         user_attrs = {a["key"]: a["value"] for a in item["user_attrs"]}
-        assert json.loads(user_attrs["scheduler_kwargs"]) == (
-            trial.user_attrs["scheduler_kwargs"]
+        assert (
+            json.loads(user_attrs["scheduler_kwargs"])
+            == (trial.user_attrs["scheduler_kwargs"])
         )
         assert user_attrs["step_every"] == trial.user_attrs["step_every"]
         assert user_attrs["seed"] == str(trial.user_attrs["seed"])
         # The curve is the study metric per epoch: step 0 is epoch 1 of search_epochs.
-        metrics = {row["epoch"] - 1: row["metric"] for row in epoch_rows
-                   if row["trial_id"] == trial._trial_id}
+        metrics = {
+            row["epoch"] - 1: row["metric"]
+            for row in epoch_rows
+            if row["trial_id"] == trial._trial_id
+        }
         curve = {point["step"]: point["value"] for point in item["intermediate_values"]}
         assert curve == trial.intermediate_values
         assert all(curve[step] == metrics[step] for step in curve)
@@ -683,8 +700,11 @@ def test_browser_shows_package_trial(package_dashboard, package_study_detail) ->
     from playwright.sync_api import expect, sync_playwright
 
     base_url, _ = package_dashboard
-    trial = next(t for t in package_study_detail["trials"]
-                 if any(p["param_external_value"] == "OneCycleLR" for p in t["params"]))
+    trial = next(
+        t
+        for t in package_study_detail["trials"]
+        if any(p["param_external_value"] == "OneCycleLR" for p in t["params"])
+    )
     user_attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
     blocked_urls: list[str] = []
 
@@ -702,8 +722,10 @@ def test_browser_shows_package_trial(package_dashboard, package_study_detail) ->
         try:
             page = browser.new_page()
             page.route("**/*", allow_loopback_only)
-            page.goto(f"{base_url}/dashboard/studies/{package_study_detail['study_id']}"
-                      f"/trials?numbers={trial['number']}")
+            page.goto(
+                f"{base_url}/dashboard/studies/{package_study_detail['study_id']}"
+                f"/trials?numbers={trial['number']}"
+            )
             heading = page.get_by_text(
                 f"Trial {trial['number']} (trial_id={trial['trial_id']})", exact=True
             )

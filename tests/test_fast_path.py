@@ -26,8 +26,9 @@ from search.training import (
 def batches_of(n_samples: int, batch_size: int, shuffle: bool) -> list[torch.Tensor]:
     X = torch.arange(n_samples, dtype=torch.float32).reshape(-1, 1)
     y = torch.arange(n_samples)
-    iterator = TensorBatchIterator(Dataset(X, y), batch_size=batch_size,
-                                   shuffle=shuffle)
+    iterator = TensorBatchIterator(
+        Dataset(X, y), batch_size=batch_size, shuffle=shuffle
+    )
     batches = list(iterator)
     for X_batch, y_batch in batches:
         assert torch.equal(X_batch[:, 0].long(), y_batch), "X and y rows were split"
@@ -69,11 +70,23 @@ def fit_history(fast: bool, dropout: float, max_epochs: int = 3) -> list[dict]:
     training = TrainingSpec(max_epochs=max_epochs, batch_size=64)
     model = ModelSpec(hidden_units=(32,), dropout=dropout)
     torch.manual_seed(7)
-    net = build_net(build_module_factory(model, data), data, training, 0.05, "StepLR",
-                    {"step_size": 2, "gamma": 0.5}, fast=fast)
+    net = build_net(
+        build_module_factory(model, data),
+        data,
+        training,
+        0.05,
+        "StepLR",
+        {"step_size": 2, "gamma": 0.5},
+        fast=fast,
+    )
     net.fit(data.X_train, data.y_train)
-    return [{key: row[key] for key in ("train_loss", "valid_loss", "valid_acc",
-                                       "valid_acc_best")} for row in net.history]
+    return [
+        {
+            key: row[key]
+            for key in ("train_loss", "valid_loss", "valid_acc", "valid_acc_best")
+        }
+        for row in net.history
+    ]
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
@@ -82,10 +95,14 @@ def test_fast_net_matches_default_iterator(dropout):
     default = fit_history(fast=False, dropout=dropout)
     assert len(fast) == len(default) == 3
     for fast_row, default_row in zip(fast, default, strict=True):
-        for key, tolerance in (("valid_acc", 1e-9), ("valid_loss", 1e-5),
-                               ("train_loss", 1e-5)):
-            assert fast_row[key] == pytest.approx(default_row[key], rel=tolerance,
-                                                  abs=tolerance), key
+        for key, tolerance in (
+            ("valid_acc", 1e-9),
+            ("valid_loss", 1e-5),
+            ("train_loss", 1e-5),
+        ):
+            assert fast_row[key] == pytest.approx(
+                default_row[key], rel=tolerance, abs=tolerance
+            ), key
         assert fast_row["valid_acc_best"] == default_row["valid_acc_best"]
 
 
@@ -100,9 +117,15 @@ def recorder_fit(stop_after: int | None, background: bool, max_epochs: int = 4):
 
     jobs = BackgroundJobs() if background else None
     recorder = EpochRecorder("valid_acc", sink, jobs=jobs)
-    net = build_net(build_module_factory(ModelSpec(hidden_units=(8,)), data), data,
-                    TrainingSpec(max_epochs=max_epochs), 0.05, "constant", {},
-                    callbacks=[("recorder", recorder)])
+    net = build_net(
+        build_module_factory(ModelSpec(hidden_units=(8,)), data),
+        data,
+        TrainingSpec(max_epochs=max_epochs),
+        0.05,
+        "constant",
+        {},
+        callbacks=[("recorder", recorder)],
+    )
     stopped = None
     try:
         net.fit(data.X_train, data.y_train)
@@ -149,8 +172,9 @@ def test_objective_stores_every_epoch(sqlite_url, write_study, fast):
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert sorted(trial.intermediate_values) == [0, 1, 2]
-    assert [row["metric"] for row in rows] == [trial.intermediate_values[s]
-                                               for s in range(3)]
+    assert [row["metric"] for row in rows] == [
+        trial.intermediate_values[s] for s in range(3)
+    ]
     assert rows[-1]["metric"] == trial.value
     assert set(trial.user_attrs) >= {"scheduler_kwargs", "step_every", "seed"}
 
@@ -177,8 +201,12 @@ class PruneAtStep(optuna.pruners.BasePruner):
 def test_pruned_trial_keeps_epochs_until_pruned(sqlite_url, write_study):
     spec = load_spec(write_study(name="pruned", max_epochs=5, pruner="median"))
     create_tables(sqlite_url)
-    study = optuna.create_study(study_name=spec.name, storage=sqlite_url,
-                                direction="maximize", pruner=PruneAtStep(1))
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=sqlite_url,
+        direction="maximize",
+        pruner=PruneAtStep(1),
+    )
     study.optimize(Objective(spec, sqlite_url), n_trials=1)
     trial = study.trials[0]
     rows = read_rows(sqlite_url, epochs_table, ["pruned"])

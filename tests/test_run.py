@@ -10,7 +10,6 @@ import sys
 import optuna
 import pytest
 from skorch import NeuralNetRegressor
-from skorch import NeuralNetRegressor
 
 from search.cli import main
 from search.objective import Objective
@@ -39,8 +38,12 @@ def test_run_resumes_to_target(sqlite_url, write_study):
     path = write_study(name="resume", n_trials=2)
 
     first = main(["run", "--study", str(path), "--storage", sqlite_url])
-    second = main(["run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "3"])
-    third = main(["run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "3"])
+    second = main(
+        ["run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "3"]
+    )
+    third = main(
+        ["run", "--study", str(path), "--storage", sqlite_url, "--n-trials", "3"]
+    )
 
     study = optuna.load_study(study_name="resume", storage=sqlite_url)
     assert (first, second, third) == (0, 0, 0)
@@ -60,7 +63,9 @@ def test_unknown_study_lists_valid(sqlite_url, capsys):
 
 def test_unknown_family_lists_valid(sqlite_url, tmp_path, capsys):
     path = tmp_path / "bad_family.toml"
-    path.write_text(tiny_study_text(name="bad_family", types=("StepLRR",)), encoding="utf-8")
+    path.write_text(
+        tiny_study_text(name="bad_family", types=("StepLRR",)), encoding="utf-8"
+    )
 
     status = main(["run", "--study", str(path), "--storage", sqlite_url])
 
@@ -145,9 +150,13 @@ def test_same_seed_same_trials(tmp_path):
     for run in ("a", "b"):
         url = f"sqlite:///{tmp_path / run}.db"
         spec = parse_spec(text)
-        assert main(["run", "--study", str(write(tmp_path, text)), "--storage", url]) == 0
+        assert (
+            main(["run", "--study", str(write(tmp_path, text)), "--storage", url]) == 0
+        )
         study = optuna.load_study(study_name=spec.name, storage=url)
-        results.append([(t.params, t.value, t.user_attrs["seed"]) for t in study.trials])
+        results.append(
+            [(t.params, t.value, t.user_attrs["seed"]) for t in study.trials]
+        )
 
     assert results[0] == results[1]
     assert len(results[0]) == 3
@@ -162,11 +171,19 @@ def write(folder, text):
 def test_run_as_subprocess(tmp_path, write_study):
     path = write_study(name="subprocess_run", n_trials=1, max_epochs=1)
     url = f"sqlite:///{tmp_path / 'sub.db'}"
-    env = {**os.environ, "SEARCH_STORAGE": url, "PYTHONWARNINGS": "error::DeprecationWarning"}
+    env = {
+        **os.environ,
+        "SEARCH_STORAGE": url,
+        "PYTHONWARNINGS": "error::DeprecationWarning",
+    }
 
     result = subprocess.run(
         [sys.executable, "-m", "search", "run", "--study", str(path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
     assert result.returncode == 0, result.stderr
@@ -176,8 +193,11 @@ def test_run_as_subprocess(tmp_path, write_study):
 
 def test_help_as_subprocess():
     result = subprocess.run(
-        [sys.executable, "-m", "search", "--help"], cwd=REPO, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "search", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode == 0
@@ -214,8 +234,9 @@ def test_crashing_model_exits_1(sqlite_url, tmp_path, capsys, monkeypatch):
         encoding="utf-8",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    text = tiny_study_text(name="crash").replace('kind = "mlp"\nhidden_units = [16]',
-                                                 'kind = "crashing_model:Crash"')
+    text = tiny_study_text(name="crash").replace(
+        'kind = "mlp"\nhidden_units = [16]', 'kind = "crashing_model:Crash"'
+    )
     path = tmp_path / "crash.toml"
     path.write_text(text, encoding="utf-8")
 

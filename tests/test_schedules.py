@@ -23,16 +23,29 @@ MAX_EPOCHS = 6
 LR = 0.1
 
 
-def run_family(url: str, family: str, table: str, *, max_epochs=MAX_EPOCHS,
-               batch_size=64, valid_fraction=0.2, optimizer="sgd", name=None):
+def run_family(
+    url: str,
+    family: str,
+    table: str,
+    *,
+    max_epochs=MAX_EPOCHS,
+    batch_size=64,
+    valid_fraction=0.2,
+    optimizer="sgd",
+    name=None,
+):
     """Run one trial of ``family`` with fixed arguments; return study and rows."""
     name = name or f"lr_{family}"
     text = tiny_study_text(
-        name=name, n_trials=1, max_epochs=max_epochs, batch_size=batch_size,
-        optimizer=optimizer, types=(family,),
+        name=name,
+        n_trials=1,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        types=(family,),
     )
     text = text.replace("[lr]\nlow = 0.01\nhigh = 0.2\nlog = true\n", "")
-    text = text.replace('name = "', f"lr = {LR}\nname = \"", 1)
+    text = text.replace('name = "', f'lr = {LR}\nname = "', 1)
     text = text.replace("valid_fraction = 0.2", f"valid_fraction = {valid_fraction}")
     if table:
         text += f"\n[schedulers.{family}]\n{table}\n"
@@ -73,8 +86,11 @@ CLOSED_FORMS = [
 ]
 
 
-@pytest.mark.parametrize(("family", "table", "closed_form"), CLOSED_FORMS,
-                         ids=[case[0] for case in CLOSED_FORMS])
+@pytest.mark.parametrize(
+    ("family", "table", "closed_form"),
+    CLOSED_FORMS,
+    ids=[case[0] for case in CLOSED_FORMS],
+)
 def test_epoch_lrs_follow_closed_form(sqlite_url, family, table, closed_form):
     study, rows = run_family(sqlite_url, family, table)
 
@@ -102,7 +118,9 @@ def torch_epoch_lrs(scheduler_cls, kwargs, n_epochs, step_args=None):
 
 def test_warm_restarts_match_torch(sqlite_url):
     study, rows = run_family(
-        sqlite_url, "CosineAnnealingWarmRestarts", "T_0 = 2\nT_mult = 2\neta_min = 0.001"
+        sqlite_url,
+        "CosineAnnealingWarmRestarts",
+        "T_0 = 2\nT_mult = 2\neta_min = 0.001",
     )
 
     kwargs = study.trials[0].user_attrs["scheduler_kwargs"]
@@ -157,11 +175,18 @@ BATCH_CASES = [
 
 @pytest.mark.parametrize("family", ["OneCycleLR", "CyclicLR"])
 @pytest.mark.parametrize(("batch_size", "valid_fraction"), BATCH_CASES)
-def test_batch_stepped_rates_follow_cycle(sqlite_url, family, batch_size, valid_fraction):
+def test_batch_stepped_rates_follow_cycle(
+    sqlite_url, family, batch_size, valid_fraction
+):
     table = "pct_start = 0.3" if family == "OneCycleLR" else "max_lr = 0.5"
     study, rows = run_family(
-        sqlite_url, family, table, max_epochs=2, batch_size=batch_size,
-        valid_fraction=valid_fraction, name=f"cycle_{family}_{batch_size}",
+        sqlite_url,
+        family,
+        table,
+        max_epochs=2,
+        batch_size=batch_size,
+        valid_fraction=valid_fraction,
+        name=f"cycle_{family}_{batch_size}",
     )
     trial = study.trials[0]
     batches = read_rows(sqlite_url, batches_table, [study.study_name])
@@ -177,7 +202,9 @@ def test_batch_stepped_rates_follow_cycle(sqlite_url, family, batch_size, valid_
     assert trial.user_attrs["step_every"] == "batch"
     assert len(batches) == 2 * n_batches
     assert [b["lr"] for b in batches] == pytest.approx(expected, rel=1e-9)
-    assert stored_lrs(rows) == pytest.approx([expected[0], expected[n_batches]], rel=1e-9)
+    assert stored_lrs(rows) == pytest.approx(
+        [expected[0], expected[n_batches]], rel=1e-9
+    )
     if family == "OneCycleLR":
         assert kwargs["total_steps"] == 2 * n_batches
         assert max(b["lr"] for b in batches) == pytest.approx(LR, rel=1e-3)
@@ -191,7 +218,11 @@ def test_batch_stepped_rates_follow_cycle(sqlite_url, family, batch_size, valid_
 def test_cyclic_momentum_with_each_optimizer(sqlite_url, family, optimizer):
     table = "" if family == "OneCycleLR" else "max_lr = 0.5"
     study, rows = run_family(
-        sqlite_url, family, table, max_epochs=1, optimizer=optimizer,
+        sqlite_url,
+        family,
+        table,
+        max_epochs=1,
+        optimizer=optimizer,
         name=f"momentum_{family}_{optimizer}",
     )
     trial = study.trials[0]
@@ -202,8 +233,9 @@ def test_cyclic_momentum_with_each_optimizer(sqlite_url, family, optimizer):
 
 
 def test_cyclic_momentum_off_without_momentum(sqlite_url):
-    text = tiny_study_text(name="no_momentum", n_trials=1, max_epochs=1,
-                           types=("OneCycleLR",))
+    text = tiny_study_text(
+        name="no_momentum", n_trials=1, max_epochs=1, types=("OneCycleLR",)
+    )
     text = text.replace('optimizer = "sgd"', 'optimizer = "sgd"\nmomentum = 0.0')
     study = run_study(parse_spec(text), sqlite_url)
 
@@ -217,8 +249,12 @@ def test_one_cycle_too_few_steps_rejected(sqlite_url, tmp_path, capsys):
 
     # One batch per epoch and two epochs leave no room for two phases.
     path = tmp_path / "short_cycle.toml"
-    path.write_text(tiny_study_text(name="short_cycle", max_epochs=2, batch_size=5000,
-                                    types=("OneCycleLR",)), encoding="utf-8")
+    path.write_text(
+        tiny_study_text(
+            name="short_cycle", max_epochs=2, batch_size=5000, types=("OneCycleLR",)
+        ),
+        encoding="utf-8",
+    )
 
     status = main(["run", "--study", str(path), "--storage", sqlite_url])
 
@@ -235,7 +271,8 @@ def test_cyclic_half_cycle_longer_than_training_rejected(sqlite_url, tmp_path, c
     path = tmp_path / "long_cycle.toml"
     path.write_text(
         tiny_study_text(name="long_cycle", max_epochs=2, types=("CyclicLR",))
-        + "\n[schedulers.CyclicLR]\nmax_lr = 0.5\nstep_size_up = { low = 10, high = 500 }\n",
+        + "\n[schedulers.CyclicLR]\nmax_lr = 0.5\n"
+        + "step_size_up = { low = 10, high = 500 }\n",
         encoding="utf-8",
     )
 

@@ -25,13 +25,20 @@ from search.records import epochs_table, read_rows
     [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1), (signal.SIGTERM, 143, 2)],
     ids=["sigint", "sigterm", "sigterm-two-workers"],
 )
-def test_signals_fail_trial_and_resume(signum, status, workers, sqlite_url, write_study,
-                                       capsys):
+def test_signals_fail_trial_and_resume(
+    signum, status, workers, sqlite_url, write_study, capsys
+):
     n_trials = workers
     study = write_study(n_trials=n_trials, max_epochs=30, sampler="random")
     command = run_command(study, sqlite_url, "--workers", str(workers))
-    process = subprocess.Popen(command, cwd=REPO, env=child_env(), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=child_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _trial_id, number = wait_for_running_epoch(sqlite_url, process)
 
     process.send_signal(signum)
@@ -57,7 +64,8 @@ def test_signals_fail_trial_and_resume(signum, status, workers, sqlite_url, writ
     finally:
         torch.set_num_threads(threads)
     trials = load_trials(sqlite_url)
-    finished = [t for t in trials
-                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    finished = [
+        t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
     assert len(finished) >= n_trials
     assert TrialState.RUNNING not in [t.state for t in trials]

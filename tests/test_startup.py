@@ -24,7 +24,11 @@ print(json.dumps({"status": status, "heavy": heavy, "output": output.getvalue()}
 def run_probe(*arguments: str) -> dict:
     completed = subprocess.run(
         [sys.executable, "-c", PROBE, *arguments],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.splitlines()[-1])

@@ -26,8 +26,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def run_command(study_path, url: str, *options: str) -> list[str]:
-    return [sys.executable, "-m", "search", "run", "--study", str(study_path),
-            "--storage", url, *options]
+    return [
+        sys.executable,
+        "-m",
+        "search",
+        "run",
+        "--study",
+        str(study_path),
+        "--storage",
+        url,
+        *options,
+    ]
 
 
 def child_env() -> dict[str, str]:
@@ -40,8 +49,14 @@ def child_env() -> dict[str, str]:
 
 
 def run_to_end(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=REPO, env=child_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        command,
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load_trials(url: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
@@ -68,8 +83,11 @@ def check_finished_study(url: str, target: int, workers: int, name: str = "tiny"
         epochs = sorted(r["epoch"] for r in rows if r["trial_id"] == trial._trial_id)
         last_step = max(trial.intermediate_values)
         assert epochs == list(range(1, last_step + 2)), (trial.number, epochs)
-        metrics = {r["epoch"] - 1: r["metric"] for r in rows
-                   if r["trial_id"] == trial._trial_id}
+        metrics = {
+            r["epoch"] - 1: r["metric"]
+            for r in rows
+            if r["trial_id"] == trial._trial_id
+        }
         assert metrics == pytest.approx(trial.intermediate_values), trial.number
     return trials
 
@@ -82,11 +100,14 @@ def check_progress_lines(stdout: str, trials) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("--workers", "0", "must be at least 1 (got 0)"),
-     ("--heartbeat-interval", "-5", "must be at least 1 (got -5)")],
+    [
+        ("--workers", "0", "must be at least 1 (got 0)"),
+        ("--heartbeat-interval", "-5", "must be at least 1 (got -5)"),
+    ],
 )
-def test_workers_invalid_option_rejected(option, value, message, sqlite_url,
-                                         write_study, capsys):
+def test_workers_invalid_option_rejected(
+    option, value, message, sqlite_url, write_study, capsys
+):
     study = write_study()
 
     command = ["run", "--study", str(study), "--storage", sqlite_url, option, value]
@@ -140,9 +161,17 @@ def test_workers_simultaneous_runs_on_empty_postgresql(postgresql_url, write_stu
     study = write_study(n_trials=4, max_epochs=1, sampler="random")
     command = run_command(study, postgresql_url)
 
-    processes = [subprocess.Popen(command, cwd=REPO, env=child_env(), text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for _ in range(4)]
+    processes = [
+        subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=child_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
     outputs = [process.communicate(timeout=240) for process in processes]
 
     for process, (_stdout, stderr) in zip(processes, outputs, strict=True):
@@ -153,11 +182,14 @@ def test_workers_simultaneous_runs_on_empty_postgresql(postgresql_url, write_stu
     try:
         with engine.connect() as connection:
             studies = connection.exec_driver_sql(
-                "SELECT count(*) FROM studies").scalar()
+                "SELECT count(*) FROM studies"
+            ).scalar()
             versions = connection.exec_driver_sql(
-                "SELECT count(*) FROM alembic_version").scalar()
+                "SELECT count(*) FROM alembic_version"
+            ).scalar()
             infos = connection.exec_driver_sql(
-                "SELECT count(*) FROM version_info").scalar()
+                "SELECT count(*) FROM version_info"
+            ).scalar()
     finally:
         engine.dispose()
     assert studies == 1
@@ -174,10 +206,13 @@ def wait_for_running_epoch(url: str, process: subprocess.Popen, timeout: float =
             assert process.poll() is None, process.communicate()
             try:
                 with engine.connect() as connection:
-                    row = connection.execute(sqlalchemy.text(
-                        "SELECT t.trial_id, t.number FROM trials t "
-                        "JOIN search_epochs e ON e.trial_id = t.trial_id "
-                        "WHERE t.state = 'RUNNING' LIMIT 1")).first()
+                    row = connection.execute(
+                        sqlalchemy.text(
+                            "SELECT t.trial_id, t.number FROM trials t "
+                            "JOIN search_epochs e ON e.trial_id = t.trial_id "
+                            "WHERE t.state = 'RUNNING' LIMIT 1"
+                        )
+                    ).first()
             except sqlalchemy.exc.DatabaseError:
                 row = None  # the tables do not exist yet
             if row is not None:
@@ -191,8 +226,14 @@ def wait_for_running_epoch(url: str, process: subprocess.Popen, timeout: float =
 def test_workers_killed_trial_is_retried(postgresql_url, write_study):
     study = write_study(n_trials=1, max_epochs=30, sampler="random")
     command = run_command(study, postgresql_url, "--heartbeat-interval", "1")
-    first = subprocess.Popen(command, cwd=REPO, env=child_env(), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=child_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     trial_id, killed_number = wait_for_running_epoch(postgresql_url, first)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
@@ -219,8 +260,15 @@ def test_workers_killed_trial_is_retried(postgresql_url, write_study):
 
 def test_workers_stale_trial_retried_when_complete(sqlite_url, write_study, capsys):
     study_path = write_study(n_trials=1, max_epochs=1, sampler="random")
-    command = ["run", "--study", str(study_path), "--storage", sqlite_url,
-               "--heartbeat-interval", "1"]
+    command = [
+        "run",
+        "--study",
+        str(study_path),
+        "--storage",
+        sqlite_url,
+        "--heartbeat-interval",
+        "1",
+    ]
     assert main(command) == 0
     # A RUNNING trial with one old heartbeat, as a killed worker leaves it.
     storage = make_storage(sqlite_url)
@@ -238,8 +286,9 @@ def test_workers_stale_trial_retried_when_complete(sqlite_url, write_study, caps
 
     trials = {t.number: t for t in load_trials(sqlite_url)}
     assert trials[stale.number].state == TrialState.FAIL
-    retries = [t for t in trials.values()
-               if t.user_attrs.get("retry_of") == stale.number]
+    retries = [
+        t for t in trials.values() if t.user_attrs.get("retry_of") == stale.number
+    ]
     assert len(retries) == 1
     assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[stale.number].params
