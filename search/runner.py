@@ -107,6 +107,9 @@ def open_study(
 ) -> optuna.Study:
     """Create the study of ``spec`` in the storage, or load it if it exists.
 
+    A loaded study's sampler is reseeded from the operating system's entropy,
+    so that several ``run`` commands on one study do not sample alike.
+
     A loaded study whose stored definition differs from ``spec`` raises
     :class:`search.definition.DefinitionChanged` unless ``accept_changes``.
 
@@ -140,6 +143,11 @@ def open_study(
     if created:
         logger.info("created study %r in %s", spec.name, mask_url(storage_url))
     else:
+        # Only the process that creates a study samples from the study seed,
+        # which makes a one-worker run on a fresh storage reproducible. A run
+        # that joins or resumes the study would otherwise repeat the seeded
+        # sequence that the creator already sampled, so it reseeds.
+        study.sampler.reseed_rng()
         logger.info("resuming study %r in %s", spec.name, mask_url(storage_url))
     return study
 

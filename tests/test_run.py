@@ -247,3 +247,19 @@ def test_crashing_model_exits_1(sqlite_url, tmp_path, capsys, monkeypatch):
     assert status == 1
     assert "error: run failed: RuntimeError: boom in forward" in err
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_joining_run_samples_differently(sqlite_url, tmp_path):
+    # Two runs that open the same study: the second must not repeat the
+    # seeded sequence of the first.
+    text = tiny_study_text(name="join", n_trials=3, types=("StepLR",), sampler="random")
+    spec = parse_spec(text)
+    first = open_study(spec, sqlite_url)
+    second = open_study(spec, sqlite_url)
+
+    first_lrs = [first.ask().suggest_float("lr", 0.01, 0.2, log=True) for _ in range(3)]
+    second_lrs = [
+        second.ask().suggest_float("lr", 0.01, 0.2, log=True) for _ in range(3)
+    ]
+
+    assert first_lrs != second_lrs
