@@ -116,8 +116,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _load_file(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str, None]:
-    frame = read_table(spec.path)
-    path = spec.path
+    path = spec.resolved_path()
+    frame = read_table(path)
     if spec.target not in frame.columns:
         raise DataError(
             f"{path}: target column {spec.target!r} not found; columns are "
@@ -227,7 +227,7 @@ def prepare_data(spec: DataSpec, seed: int) -> PreparedData:
     """
     if spec.path is not None:
         X, y, task, shape = _load_file(spec)
-        name = spec.path
+        name = str(spec.resolved_path())
     else:
         X, y, task, shape = _load_builtin(spec.dataset)
         name = spec.dataset
@@ -263,6 +263,11 @@ def prepare_data(spec: DataSpec, seed: int) -> PreparedData:
     return PreparedData(X_train, y_train, X_valid, y_valid, task, n_classes, shape)
 
 
+def _label(value):
+    # A NumPy scalar's repr is np.int64(1); messages show the plain value.
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _check_class_counts(name: str, y: np.ndarray, valid_fraction: float) -> None:
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
@@ -272,7 +277,8 @@ def _check_class_counts(name: str, y: np.ndarray, valid_fraction: float) -> None
     rarest = int(np.argmin(counts))
     if counts[rarest] < 2:
         raise DataError(
-            f"{name}: class {labels[rarest]!r} has {counts[rarest]} row, too few for a "
+            f"{name}: class {_label(labels[rarest])!r} has {counts[rarest]} row, "
+            "too few for a "
             "stratified split; add rows of that class or drop it"
         )
     n_valid = int(np.ceil(valid_fraction * len(y)))

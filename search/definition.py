@@ -10,6 +10,7 @@ listed, with their UTC time, in the user attribute ``search_accepted_changes``.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -63,8 +64,24 @@ def _format(value: Any) -> str:
 
 
 def stored_form(spec: StudySpec) -> dict:
-    """Return the definition of ``spec`` as Optuna stores it (a JSON round trip)."""
-    return json.loads(json.dumps(spec_to_dict(spec)))
+    """Return the definition of ``spec`` as Optuna stores it (a JSON round trip).
+
+    For a data file it adds ``data.sha256``, the digest of the file's bytes,
+    so that a study run on different data under the same path is caught.
+    """
+    definition = json.loads(json.dumps(spec_to_dict(spec)))
+    path = spec.data.resolved_path()
+    if path is not None and path.is_file():
+        definition["data"]["sha256"] = _file_digest(path)
+    return definition
+
+
+def _file_digest(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _is_param(value: Any) -> bool:

@@ -8,6 +8,7 @@ what to do``. Nothing here touches a storage or imports torch.
 from __future__ import annotations
 
 import datetime
+import dataclasses
 import difflib
 import inspect
 import logging
@@ -99,11 +100,27 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """The ``[data]`` table. ``base_dir`` is the study file's folder.
+
+    A relative ``path`` is read from ``base_dir``, so that a study file finds
+    its data wherever it is run from.
+    """
+
     dataset: str | None = "digits"
     path: str | None = None
     target: str | None = None
     valid_fraction: float = 0.2
     task: str | None = None
+    base_dir: str | None = None
+
+    def resolved_path(self) -> Path | None:
+        """Return the data file's path, relative ones joined to ``base_dir``."""
+        if self.path is None:
+            return None
+        path = Path(self.path).expanduser()
+        if not path.is_absolute() and self.base_dir is not None:
+            path = Path(self.base_dir) / path
+        return path
 
 
 @dataclass(frozen=True)
@@ -228,7 +245,9 @@ def load_spec(path: str | Path, name: str | None = None) -> StudySpec:
         raise SpecError([f"{path}: study file not found; check the path"]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError([f"{path}: cannot read the study file ({error})"]) from None
-    return parse_spec(text, source=str(path), default_name=name or path.stem)
+    spec = parse_spec(text, source=str(path), default_name=name or path.stem)
+    data = dataclasses.replace(spec.data, base_dir=str(path.resolve().parent))
+    return dataclasses.replace(spec, data=data)
 
 
 def parse_spec(
@@ -944,7 +963,7 @@ def _check_bounds(
                     key,
                     _bounds_text(argument, maximum, training),
                     number,
-                    _bounds_fix(argument, maximum),
+                    _bounds_fix(argument, maximum, number),
                 )
                 ok = False
                 break
@@ -982,7 +1001,14 @@ def _bounds_text(
     return text
 
 
-def _bounds_fix(argument: Argument, maximum: float | None) -> str:
+def _bounds_fix(argument: Argument, maximum: float | None, number: float) -> str:
+    minimum = argument.minimum
+    if minimum is not None and (
+        number < minimum or (argument.exclusive_minimum and number == minimum)
+    ):
+        if argument.exclusive_minimum:
+            return f"raise it above {_show(minimum)}"
+        return f"raise it to at least {_show(minimum)}"
     if argument.max_epochs_offset is not None:
         return f"lower it to at most {_show(maximum)} or raise training.max_epochs"
     return f"choose {argument.name} inside that interval"
@@ -1055,6 +1081,9 @@ def spec_to_dict(spec: StudySpec) -> dict:
 
     out = convert(spec)
     out.pop("path", None)
+    # The folder differs between machines; the file's content is what counts,
+    # and search.definition stores its digest.
+    out["data"].pop("base_dir", None)
     out.pop("warnings", None)
     out["families"] = {f["name"]: f["params"] for f in out["families"]}
     return out

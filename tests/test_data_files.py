@@ -220,3 +220,46 @@ def test_corrupt_parquet(tmp_path):
 
     with pytest.raises(DataError, match=rf"{path}: cannot read the data file"):
         prepare_data(DataSpec(dataset=None, path=str(path), target="label"), 0)
+
+
+def test_relative_path_follows_study_file(tmp_path, capsys, monkeypatch):
+    # The same study file run from two working directories reads the file next
+    # to the study file (40 rows: 32 for training), not the working directory's.
+    study_dir = tmp_path / "study"
+    elsewhere = tmp_path / "elsewhere"
+    study_dir.mkdir()
+    elsewhere.mkdir()
+    write_csv(study_dir, good_frame(40))
+    write_csv(elsewhere, good_frame(60))
+    study = data_study(study_dir, "train.csv")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+
+    statuses = []
+    for folder, n_trials in ((study_dir, "1"), (elsewhere, "2")):
+        monkeypatch.chdir(folder)
+        prepare_data.cache_clear()
+        statuses.append(
+            main(
+                ["run", "--study", str(study), "--storage", url, "--n-trials", n_trials]
+            )
+        )
+
+    err = capsys.readouterr().err
+    assert statuses == [0, 0]
+    assert err.count(f"data {study_dir / 'train.csv'}: 32 training") >= 2
+    assert "48 training" not in err
+
+
+def test_changed_data_file_rejected(tmp_path, capsys):
+    data = write_csv(tmp_path, good_frame(40))
+    study = data_study(tmp_path, data)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(["run", "--study", str(study), "--storage", url]) == 0
+    capsys.readouterr()
+
+    write_csv(tmp_path, good_frame(60))
+    status = main(["run", "--study", str(study), "--storage", url, "--n-trials", "3"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "data.sha256:" in err
