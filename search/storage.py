@@ -56,9 +56,25 @@ def resolve_url(url: str | None = None) -> str:
 def mask_url(url: str | URL) -> str:
     """Return the URL with its password replaced by ``***``, safe to show."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
-        return "<unparsable storage URL>"
+        return _mask_unparsable(str(url))
+    if parsed.host and "@" in parsed.host:
+        # An unescaped "@" in the password ends up in the host part.
+        return _mask_unparsable(str(url))
+    return parsed.render_as_string(hide_password=True)
+
+
+def _mask_unparsable(text: str) -> str:
+    # A value without "@" or ":" has no place for a password and is shown as
+    # typed. Otherwise everything between "//" and the last "@" is hidden, or
+    # the whole value where it has no "@".
+    if "@" not in text and ":" not in text:
+        return text
+    scheme, separator, rest = text.partition("//")
+    if separator and "@" in rest:
+        return f"{scheme}//***@{rest.rsplit('@', 1)[1]}"
+    return "<unparsable storage URL>"
 
 
 def parse_url(url: str) -> URL:
@@ -238,9 +254,15 @@ def close_storage(storage) -> None:
 
 
 def _driver_missing(url: str, error: ModuleNotFoundError) -> StorageError:
+    backend = make_url(url).get_backend_name()
+    extra = {"postgresql": "postgresql", "mysql": "mysql"}.get(backend)
+    hint = (
+        f"install it with: pip install -e '.[{extra}]'"
+        if extra
+        else f"use one of {', '.join(s + '://' for s in SUPPORTED_DRIVERS)}"
+    )
     return StorageError(
-        f"the driver for {mask_url(url)!r} is not installed ({error.name}); "
-        "install it with: pip install -e '.[postgresql]' or -e '.[mysql]'"
+        f"the driver for {mask_url(url)!r} is not installed ({error.name}); {hint}"
     )
 
 

@@ -150,3 +150,27 @@ def test_mask_url_hides_encoded_password():
     assert masked == "postgresql+psycopg://user:***@127.0.0.1:5432/db"
     assert "p@ss" not in masked
     assert "%40" not in masked
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("notaurl", "notaurl"),
+        (
+            "postgresql+psycopg://u:top@s3cret@127.0.0.1:1/x",
+            "postgresql+psycopg://***@127.0.0.1:1/x",
+        ),
+        (
+            "postgresql+psycopg://u:s3cret@127.0.0.1:badport/x",
+            "postgresql+psycopg://***@127.0.0.1:badport/x",
+        ),
+        (
+            "postgresql+psycopg://u:s3cret@127.0.0.1/x",
+            "postgresql+psycopg://u:***@127.0.0.1/x",
+        ),
+    ],
+)
+def test_mask_url_hides_password(url, shown):
+    from search.storage import mask_url
+
+    assert mask_url(url) == shown
