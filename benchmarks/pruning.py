@@ -1,4 +1,4 @@
-"""The ``schedules`` study with its own pruner and Hyperband, against no pruning."""
+"""The ``schedules`` study with its own pruner and the median pruner, against none."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from search.analysis import epochs_frame
 from search.runner import RunOptions, run_study
 from search.spec import load_spec
 
-# Optuna's HyperbandPruner over epochs 1 to max_epochs (the runner's defaults)
-# with reduction factor 3, for comparison with the study's median pruner.
-HYPERBAND = '[pruner]\nname = "hyperband"\nreduction_factor = 3'
+# Optuna's MedianPruner with a warm-up of five epochs, for comparison with the
+# study's own pruner (Hyperband over epochs 1 to max_epochs).
+MEDIAN = '[pruner]\nname = "median"\nn_startup_trials = 5\nn_warmup_steps = 5'
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ def run_schedules(
 def measure_pruning(
     storage_url: str, folder: Path, n_trials: int
 ) -> dict[str, PruningResult]:
-    """Return the study's results with its own pruner, with Hyperband and with none."""
+    """Return the study's results with its own pruner, the median pruner and none."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return {
         "pruner": run_schedules(storage_url, folder, n_trials, None),
-        "hyperband": run_schedules(storage_url, folder, n_trials, HYPERBAND),
+        "median": run_schedules(storage_url, folder, n_trials, MEDIAN),
         "none": run_schedules(storage_url, folder, n_trials, '[pruner]\nname = "none"'),
     }

@@ -37,12 +37,13 @@ from benchmarks.analysis_load import (
     load_ratio,
     measure_analysis,
 )
-from benchmarks.common import median, postgresql_database
+from benchmarks.common import STUDIES, median, postgresql_database
 from benchmarks.pruning import measure_pruning
 from benchmarks.storage_calls import measure_storage_calls
 from benchmarks.threads import measure_threads
 from benchmarks.throughput import measure_throughput
 from benchmarks.trial import measure_trials
+from search.spec import load_spec
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NOTES_HEADING = "## Notes"
@@ -209,9 +210,10 @@ def pruning_rows(url: str, folder: Path, n_trials: int) -> list[Row]:
             f"{n_trials} trials; best valid_acc {unpruned.best_value:.4f}",
         )
     ]
+    study_pruner = load_spec(STUDIES / "schedules.toml").pruner.name
     for label, pruned in (
-        ("study's median pruner", results["pruner"]),
-        ("Hyperband", results["hyperband"]),
+        (f"study's pruner ({study_pruner})", results["pruner"]),
+        ("median pruner, 5 warm-up epochs", results["median"]),
     ):
         fewer = unpruned.epochs_trained / pruned.epochs_trained
         gap = (unpruned.best_value - pruned.best_value) * 100

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 
 from search.errors import InputError
-from search.interrupts import Interrupted
+from search.interrupts import Interrupted, install_log_filter
 from search.spec import SpecError, list_study_files, load_spec, resolve_study
 from search.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
 
@@ -133,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: int) -> None:
-    """Send this package's logs to stderr; quiet Optuna's own trial log to match."""
+    """Send this package's logs to stderr; quiet Optuna's own trial log to match.
+
+    Optuna's warnings and traceback about a trial interrupted by a signal are
+    dropped, because the runner logs one line for it.
+    """
     import optuna
 
     python_level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(
@@ -148,6 +153,7 @@ def configure_logging(level: int) -> None:
     root.setLevel(python_level)
     root.propagate = False
     optuna.logging.set_verbosity(logging.DEBUG if level > 0 else logging.WARNING)
+    install_log_filter()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,9 +233,8 @@ def _run(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     check_runnable(spec)
     check_budget(spec)
-    print(
-        f"study {spec.name!r}: {spec.description}  [storage {mask_url(url)}]",
-        flush=True,
+    write_stdout(
+        f"study {spec.name!r}: {spec.description}  [storage {mask_url(url)}]\n"
     )
 
     options = RunOptions(
@@ -252,7 +257,7 @@ def _run(args: argparse.Namespace) -> int:
     except WorkersFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print(format_summary(study, url))
+    write_stdout(format_summary(study, url) + "\n")
     return EXIT_OK
 
 
@@ -265,9 +270,26 @@ def print_trial_line(study, trial) -> None:
     """
     from search.report import format_trial_line
 
-    sys.stdout.flush()
-    sys.stdout.write(format_trial_line(study, trial) + "\n")
-    sys.stdout.flush()
+    write_stdout(format_trial_line(study, trial) + "\n")
+
+
+def write_stdout(text: str) -> None:
+    """Write ``text`` to stdout and flush it, so that a short text is one write.
+
+    When the reader of a stdout pipe has closed it, as ``| head`` does, this
+    points stdout's file descriptor at os.devnull, following "Note on SIGPIPE"
+    in the documentation of Python's signal module. The run then goes on and
+    discards the rest of its output instead of failing with BrokenPipeError.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        logger.info("stdout is closed (broken pipe); discarding further output")
 
 
 def _port(text: str) -> int:
@@ -319,13 +341,19 @@ def _add_view_commands(commands) -> None:
     )
     show.add_argument(
         "--plot",
-        metavar="FILE.png",
-        help="also save learning rates, metric curves and final values as PNG",
+        metavar="FILE",
+        help="also save learning rates, metric curves and final values to FILE; "
+        "its suffix .png, .pdf or .svg chooses the format",
     )
     show.set_defaults(handler=_show)
 
     compare = commands.add_parser(
-        "compare", help="compare the schedule families of stored studies, best first"
+        "compare",
+        help="compare the schedule families of stored studies, best first",
+        description="Rank the schedule families of stored studies, best first: by "
+        "best value in the study's direction, then by the median of completed "
+        "values. Studies with the same direction and metric are ranked together "
+        "in one table, others each on their own.",
     )
     compare.add_argument(
         "studies", nargs="+", metavar="NAME", help="stored study names"
@@ -334,8 +362,9 @@ def _add_view_commands(commands) -> None:
     _add_format(compare)
     compare.add_argument(
         "--plot",
-        metavar="FILE.png",
-        help="also save learning rates, metric curves and final values as PNG",
+        metavar="FILE",
+        help="also save learning rates, metric curves and final values to FILE; "
+        "its suffix .png, .pdf or .svg chooses the format",
     )
     compare.set_defaults(handler=_compare)
 
@@ -418,10 +447,11 @@ def _dashboard(args: argparse.Namespace) -> int:
     from search.dashboard import serve
 
     # serve() opens the storage with this package's options and blocks until
-    # KeyboardInterrupt, which main() turns into exit status 130.
+    # KeyboardInterrupt, which main() turns into exit status 130. A missing
+    # optuna-dashboard or database driver raises an InputError: exit status 2.
     try:
         serve(resolve_url(args.storage), host=args.host, port=args.port)
-    except (OSError, ModuleNotFoundError) as error:
+    except OSError as error:
         print(
             f"error: cannot serve the dashboard on {args.host}:{args.port}: {error}",
             file=sys.stderr,

@@ -7,8 +7,8 @@ what to do``. Nothing here touches a storage or imports torch.
 
 from __future__ import annotations
 
-import datetime
 import dataclasses
+import datetime
 import difflib
 import inspect
 import logging

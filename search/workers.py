@@ -26,7 +26,12 @@ from dataclasses import replace
 import optuna
 
 from search.errors import InputError
-from search.interrupts import HANDLED_SIGNALS, Interrupted, signal_name
+from search.interrupts import (
+    HANDLED_SIGNALS,
+    Interrupted,
+    install_log_filter,
+    signal_name,
+)
 from search.runner import (
     RunOptions,
     close_study,
@@ -242,6 +247,9 @@ def _worker_main(
     """Run the study in one worker process and exit with the runner's status."""
     if initializer is not None:
         initializer()
+    # Installed here too, so that an interrupted trial logs no traceback even
+    # when the initializer does not configure logging.
+    install_log_filter()
     from search.runner import run_study
 
     try:
