@@ -28,7 +28,13 @@ from sqlalchemy.engine import make_url
 
 from search.errors import InputError
 from search.records import batches_table, epochs_table, get_engine
-from search.storage import StorageError, close_storage, make_storage, mask_url
+from search.storage import (
+    StorageError,
+    _driver_missing,
+    close_storage,
+    make_storage,
+    mask_url,
+)
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -165,7 +171,34 @@ def open_storage(storage_url: str) -> BaseStorage:
                 f"SQLite storage file {database} does not exist; check --storage or "
                 "$SEARCH_STORAGE, or create it with: python -m search run --study NAME"
             )
-    return make_storage(storage_url)
+    try:
+        return make_storage(storage_url)
+    except ImportError as error:
+        raise driver_missing_error(storage_url, error) from None
+
+
+def driver_missing_error(storage_url: str, error: ImportError) -> StorageError:
+    """Return the :class:`StorageError` for a database driver that is not installed.
+
+    Optuna's RDBStorage (5.1 checked) re-raises the driver's ModuleNotFoundError
+    as a plain ImportError, so the ModuleNotFoundError branch of
+    :func:`search.storage.make_storage` does not see it. The message is the one
+    ``run`` prints, with the package extra of the URL's backend.
+
+    Parameters
+    ----------
+    storage_url : str
+        SQLAlchemy URL of the database, masked in the message.
+    error : ImportError
+        The error raised while opening the storage. Its ``__cause__``, when an
+        ImportError, names the missing module.
+
+    Returns
+    -------
+    StorageError
+    """
+    cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+    return _driver_missing(storage_url, cause)
 
 
 def study_names(storage_url: str) -> list[str]:
@@ -628,6 +661,41 @@ def compare_families(trials: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def rank_families(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Rank the rows of several studies' comparisons together, best family first.
+
+    Parameters
+    ----------
+    comparison : pandas.DataFrame
+        A frame from :func:`compare_families` of studies that share their
+        direction, so that their values are comparable.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same rows sorted as :func:`compare_families` sorts one study's
+        families: by ``best_value`` in the direction, then by ``median``, rows
+        without a completed trial last. Rows still tied keep their order.
+
+    Raises
+    ------
+    ValueError
+        If the rows have more than one direction, or are multi-objective.
+    """
+    directions = comparison["direction"].unique().tolist()
+    if len(directions) > 1 or directions == [MULTI_OBJECTIVE]:
+        raise ValueError(
+            f"cannot rank families across directions {directions}; "
+            "rank each study on its own"
+        )
+    if comparison.empty:
+        return comparison
+    ascending = directions[0] != "maximize"
+    keys = [_rank_key(row, ascending) for row in comparison.to_dict(orient="records")]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return comparison.iloc[order].reset_index(drop=True)
+
+
 def _rank_key(row: dict, ascending: bool) -> tuple:
     def ordered(value: float) -> float:
         if math.isnan(value):
@@ -654,31 +722,42 @@ def summarize_studies(storage_url: str) -> pd.DataFrame:
         ``best_family`` and ``datetime_start`` (of the first trial).
     """
     rows = []
-    for study, trials in _load_trials(storage_url, None):
-        direction = _direction_name(study.directions)
-        states = [trial.state for trial in trials]
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = None
-        if complete and direction != MULTI_OBJECTIVE:
-            pick = max if direction == "maximize" else min
-            best = pick(complete, key=_single_value)
-        starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-        rows.append(
-            {
-                "study": study.study_name,
-                "direction": direction,
-                "metric": study.user_attrs.get("metric"),
-                "trials": len(trials),
-                "complete": len(complete),
-                "pruned": states.count(TrialState.PRUNED),
-                "failed": states.count(TrialState.FAIL),
-                "running": states.count(TrialState.RUNNING),
-                "best_value": math.nan if best is None else _single_value(best),
-                "best_number": pd.NA if best is None else best.number,
-                "best_family": None if best is None else best.params.get("scheduler"),
-                "datetime_start": min(starts) if starts else None,
-            }
-        )
+    storage = open_storage(storage_url)
+    try:
+        for study in storage.get_all_studies():
+            study_id = storage.get_study_id_from_name(study.study_name)
+            trials = storage.get_all_trials(study_id, deepcopy=False)
+            best = None
+            if (
+                any(t.state == TrialState.COMPLETE for t in trials)
+                and len(study.directions) == 1
+            ):
+                # Optuna's choice, so that among trials tied on the best value the
+                # row names Study.best_trial. Which tied trial that is depends on
+                # the database's sort.
+                best = storage.get_best_trial(study_id)
+            rows.append(_summary_row(study, trials, best))
+    finally:
+        close_storage(storage)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame["datetime_start"] = pd.to_datetime(frame["datetime_start"])
     return frame.astype({"best_number": "Int64", "best_value": "float64"})
+
+
+def _summary_row(study, trials: list[FrozenTrial], best: FrozenTrial | None) -> dict:
+    states = [trial.state for trial in trials]
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    return {
+        "study": study.study_name,
+        "direction": _direction_name(study.directions),
+        "metric": study.user_attrs.get("metric"),
+        "trials": len(trials),
+        "complete": states.count(TrialState.COMPLETE),
+        "pruned": states.count(TrialState.PRUNED),
+        "failed": states.count(TrialState.FAIL),
+        "running": states.count(TrialState.RUNNING),
+        "best_value": math.nan if best is None else _single_value(best),
+        "best_number": pd.NA if best is None else best.number,
+        "best_family": None if best is None else best.params.get("scheduler"),
+        "datetime_start": min(starts) if starts else None,
+    }

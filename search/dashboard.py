@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sqlalchemy.engine import make_url
 
+from search.errors import InputError
 from search.storage import make_storage
 
 if TYPE_CHECKING:
@@ -26,6 +27,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_PORT = 65535
+
+
+class DashboardNotInstalledError(InputError):
+    """Raised when the optional optuna-dashboard package is not installed."""
+
+
+def _import_optuna_dashboard():
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise DashboardNotInstalledError(
+            "optuna-dashboard is not installed; install it with: "
+            "pip install -e '.[dashboard]'"
+        ) from None
+    return optuna_dashboard
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -172,7 +188,7 @@ def create_server(
     ------
     ValueError
         If ``port`` is outside 0 to 65535.
-    ModuleNotFoundError
+    DashboardNotInstalledError
         If optuna-dashboard is not installed.
     OSError
         If the address cannot be bound, for example because the port is in use.
@@ -180,13 +196,7 @@ def create_server(
     if not 0 <= port <= MAX_PORT:
         raise ValueError(f"Invalid port {port}: expected 0 to {MAX_PORT}.")
 
-    try:
-        import optuna_dashboard
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "optuna-dashboard is not installed. Install it with: "
-            "pip install -e '.[dashboard]'"
-        ) from error
+    optuna_dashboard = _import_optuna_dashboard()
 
     if not is_loopback_host(host):
         logger.warning(
@@ -242,19 +252,26 @@ def serve(
         When the process is interrupted, after the server is closed.
     ValueError
         If ``port`` is outside 0 to 65535.
-    ModuleNotFoundError
+    DashboardNotInstalledError
         If optuna-dashboard is not installed.
     OSError
         If the address cannot be bound, for example because the port is in use.
     search.storage.StorageError
         If ``storage`` is not given and ``storage_url`` is invalid, unsupported or
-        unreachable.
+        unreachable, or its database driver is not installed.
     sqlalchemy.exc.ArgumentError
         If ``storage`` is given and ``storage_url`` is not a valid SQLAlchemy URL.
     """
+    # Checked before the storage is opened, which may create a SQLite file.
+    _import_optuna_dashboard()
     owns_storage = storage is None
     if storage is None:
-        storage = make_storage(storage_url)
+        try:
+            storage = make_storage(storage_url)
+        except ImportError as error:
+            from search.analysis import driver_missing_error
+
+            raise driver_missing_error(storage_url, error) from None
     try:
         masked_url = mask_storage_url(storage_url)
         server = create_server(storage, host, port)

@@ -249,6 +249,26 @@ def save_png(figure: Figure, path: str | Path) -> Path:
     pathlib.Path
         The path written.
     """
+    return save_figure(figure, path, "png")
+
+
+def save_figure(figure: Figure, path: str | Path, file_format: str) -> Path:
+    """Write a figure to a file in a format of matplotlib.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        The figure to save.
+    path : str or pathlib.Path
+        Destination, written in ``file_format`` whatever its suffix.
+    file_format : str
+        A format of ``Figure.savefig``, such as ``png``, ``pdf`` or ``svg``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     path = Path(path)
-    figure.savefig(path, format="png")
+    figure.savefig(path, format=file_format)
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +24,13 @@ from search import analysis
 from search.errors import InputError
 from search.storage import mask_url
 
+logger = logging.getLogger(__name__)
+
 FORMATS = ("text", "csv", "json")
 EXPORT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Plot file suffixes and the matplotlib format each writes. These three need no
+# package beyond matplotlib itself.
+PLOT_SUFFIXES = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 DEFAULT_TOP = 10
 
 LIST_COLUMNS = [
@@ -69,6 +75,10 @@ STATE_WORDS = {
 
 class ExportError(InputError):
     """Raised when an export file has an unsupported suffix or cannot be written."""
+
+
+class PlotError(InputError):
+    """Raised when a plot file has an unsupported suffix or cannot be written."""
 
 
 def _plain(value: Any) -> Any:
@@ -244,7 +254,7 @@ def show_view(
         Completed trials listed, best first.
     plot : str or pathlib.Path, optional
         Also write :func:`search.plots.plot_overview` of the study to this
-        PNG file.
+        file, in the format its suffix names (see :func:`plot_format`).
 
     Returns
     -------
@@ -254,8 +264,12 @@ def show_view(
     ------
     search.analysis.StudyNotFoundError
         If the study is not in the storage.
+    PlotError
+        If the plot file's suffix is unsupported or the file cannot be written.
     """
     _check_format(output_format)
+    if plot is not None:
+        plot_format(plot)
     trials = analysis.trials_frame(storage_url, study)
     epochs = analysis.epochs_frame(storage_url, study)
     if plot is not None:
@@ -331,18 +345,25 @@ def compare_view(
 ) -> str:
     """Return the comparison of schedule families of one or more studies.
 
+    Studies that share their direction and metric are ranked together: every
+    (study, family) row in one order, by best value, then by median. Studies
+    that differ are ranked each on their own. Text output then starts with a
+    line that names their objectives, and CSV and JSON output logs it as a
+    warning.
+
     Parameters
     ----------
     storage_url : str
         SQLAlchemy URL of the database.
     studies : sequence of str
-        Study names, each compared on its own.
+        Study names.
     output_format : {"text", "csv", "json"}, default="text"
-        Text has one table per study. CSV and JSON have every column of
-        :func:`search.analysis.compare_families`.
+        Text has one table for studies ranked together, else one table per
+        study. CSV and JSON have every column of
+        :func:`search.analysis.compare_families`, rows in the same order.
     plot : str or pathlib.Path, optional
         Also write :func:`search.plots.plot_overview` of the studies to this
-        PNG file.
+        file, in the format its suffix names (see :func:`plot_format`).
 
     Returns
     -------
@@ -352,37 +373,132 @@ def compare_view(
     ------
     search.analysis.StudyNotFoundError
         If a study is not in the storage.
+    PlotError
+        If the plot file's suffix is unsupported or the file cannot be written.
     """
     _check_format(output_format)
-    trials = analysis.trials_frame(storage_url, studies)
+    if plot is not None:
+        plot_format(plot)
+    names = list(dict.fromkeys(studies))
+    trials = analysis.trials_frame(storage_url, names)
     comparison = analysis.compare_families(trials)
     if plot is not None:
-        epochs = analysis.epochs_frame(storage_url, studies)
-        _write_plot(storage_url, studies, trials, epochs, plot)
-    if output_format == "csv":
-        return _csv(comparison)
-    if output_format == "json":
+        epochs = analysis.epochs_frame(storage_url, names)
+        _write_plot(storage_url, names, trials, epochs, plot)
+
+    objectives = _objectives(trials, names)
+    distinct = set(objectives.values())
+    together = (
+        len(names) > 1
+        and len(distinct) == 1
+        and next(iter(distinct))[0] != analysis.MULTI_OBJECTIVE
+    )
+    differ_note = None
+    if len(distinct) > 1:
+        differ_note = _differ_note(objectives)
+    if together:
+        comparison = analysis.rank_families(comparison)
+
+    if output_format in ("csv", "json"):
+        if differ_note is not None:
+            logger.warning("%s", differ_note)
+        if output_format == "csv":
+            return _csv(comparison)
         return _json(records(comparison))
-    blocks = []
-    for study in dict.fromkeys(studies):
-        rows = comparison[comparison["study"] == study]
-        study_trials = trials[trials["study"] == study]
-        direction = study_trials["direction"].iloc[0] if len(study_trials) else None
-        metric = _plain(study_trials["metric"].iloc[0]) if len(study_trials) else None
-        title = (
-            f"study {study!r} ({_plain(direction)} {metric or 'value'}), "
-            "best family first:"
-        )
-        if rows.empty:
-            blocks.append(f"{title}\nno trials")
-            continue
-        table = format_table(
-            rows,
-            COMPARE_TEXT_COLUMNS,
-            {"best_value": "best", "best_number": "best_trial"},
-        )
-        blocks.append(f"{title}\n{table}")
+    if together:
+        return _ranked_text(names, comparison, objectives)
+    blocks = [differ_note] if differ_note is not None else []
+    blocks += [_study_text(study, comparison, objectives) for study in names]
     return "\n\n".join(blocks)
+
+
+def _objectives(trials: pd.DataFrame, names: Sequence[str]) -> dict[str, tuple]:
+    """Return ``(direction, metric)`` of each study that has trials."""
+    objectives = {}
+    for study in names:
+        study_trials = trials[trials["study"] == study]
+        if len(study_trials):
+            first = study_trials.iloc[0]
+            objectives[study] = (_plain(first["direction"]), _plain(first["metric"]))
+    return objectives
+
+
+def _objective_text(objective: tuple) -> str:
+    direction, metric = objective
+    return f"{direction} {metric or 'value'}"
+
+
+def _differ_note(objectives: dict[str, tuple]) -> str:
+    studies = ", ".join(
+        f"{study!r} ({_objective_text(objective)})"
+        for study, objective in objectives.items()
+    )
+    return (
+        f"studies {studies} differ in direction or metric, so each study's "
+        "families are ranked on their own"
+    )
+
+
+def _study_text(
+    study: str, comparison: pd.DataFrame, objectives: dict[str, tuple]
+) -> str:
+    rows = comparison[comparison["study"] == study]
+    if study not in objectives:
+        return f"study {study!r}, best family first:\nno trials"
+    title = (
+        f"study {study!r} ({_objective_text(objectives[study])}), best family first:"
+    )
+    table = format_table(
+        rows, COMPARE_TEXT_COLUMNS, {"best_value": "best", "best_number": "best_trial"}
+    )
+    return f"{title}\n{table}"
+
+
+def _ranked_text(
+    names: Sequence[str], comparison: pd.DataFrame, objectives: dict[str, tuple]
+) -> str:
+    objective = next(iter(objectives.values()))
+    listed = ", ".join(repr(study) for study in names)
+    lines = [
+        f"studies {listed} ({_objective_text(objective)}), ranked together, "
+        "best family first:",
+        format_table(
+            comparison,
+            ["study", *COMPARE_TEXT_COLUMNS],
+            {"best_value": "best", "best_number": "best_trial"},
+        ),
+    ]
+    lines += [
+        f"study {study!r}: no trials" for study in names if study not in objectives
+    ]
+    return "\n".join(lines)
+
+
+def plot_format(path: str | Path) -> str:
+    """Return the matplotlib format that the suffix of a plot file names.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The plot file, ending in ``.png``, ``.pdf`` or ``.svg`` (any case).
+
+    Returns
+    -------
+    str
+        ``png``, ``pdf`` or ``svg``.
+
+    Raises
+    ------
+    PlotError
+        If the suffix is another one or missing.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_SUFFIXES:
+        raise PlotError(
+            f"unsupported plot file {str(path)!r}; end its name in "
+            f"{', '.join(PLOT_SUFFIXES)} for PNG, PDF or SVG"
+        )
+    return PLOT_SUFFIXES[suffix]
 
 
 def _write_plot(
@@ -394,12 +510,13 @@ def _write_plot(
 ) -> None:
     from search import plots
 
+    file_format = plot_format(path)
     batches = analysis.batches_frame(storage_url, studies)
     figure = plots.plot_overview(trials, epochs, batches)
     try:
-        plots.save_png(figure, path)
+        plots.save_figure(figure, path, file_format)
     except OSError as error:
-        raise InputError(
+        raise PlotError(
             f"cannot write plot {path}: {error.strerror or error}"
         ) from None
 

@@ -21,7 +21,7 @@ from stored_study import (
 
 from search import analysis
 from search.records import batches_table, epochs_table, read_rows
-from search.storage import StorageError
+from search.storage import StorageError, close_storage
 
 
 def load(stored_study, name=FAMILIES_STUDY) -> optuna.Study:
@@ -393,3 +393,54 @@ def test_frames_on_every_database(storage_url, write_study):
     assert len(batches) == sum(trials["kwargs_total_steps"])
     assert comparison["complete"].tolist() == [2]
     assert comparison["best_value"].iloc[0] == study.best_value
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_summarize_best_trial_on_ties(storage_url, direction):
+    # All trials tie and finish in reverse order. Which tied trial Optuna's
+    # best_trial names depends on the database's sort. On a fresh database,
+    # MariaDB 10.11 named the first to finish (trial 19), and SQLite and
+    # PostgreSQL named trial 0, as the first maximum in trial order does.
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        study = optuna.create_study(
+            study_name="ties", storage=storage, direction=direction
+        )
+        running = [study.ask() for _ in range(20)]
+        for trial in running:
+            trial.suggest_categorical("scheduler", ["CyclicLR", "constant"])
+        for trial in reversed(running):
+            study.tell(trial, 0.5)
+        best_trial = study.best_trial
+    finally:
+        # Closed here, because an open server connection that is garbage
+        # collected later warns in another test.
+        close_storage(storage)
+
+    summary = analysis.summarize_studies(storage_url)
+
+    row = summary.iloc[0]
+    assert row["best_value"] == 0.5
+    assert row["best_number"] == best_trial.number
+    assert row["best_family"] == best_trial.params["scheduler"]
+
+
+def test_rank_families_across_studies(trials):
+    comparison = analysis.compare_families(trials[trials["study"] == FAMILIES_STUDY])
+    copy = comparison.assign(study="copy", best_value=comparison["best_value"] - 0.01)
+    both = pd.concat([comparison, copy], ignore_index=True)
+
+    ranked = analysis.rank_families(both)
+
+    values = ranked["best_value"].dropna().tolist()
+    assert len(ranked) == len(both)
+    assert values == sorted(values, reverse=True)
+    assert ranked["study"].iloc[0] == FAMILIES_STUDY
+    assert ranked["family"].iloc[0] == comparison["family"].iloc[0]
+
+
+def test_rank_families_rejects_directions(trials):
+    comparison = analysis.compare_families(trials)
+
+    with pytest.raises(ValueError, match="cannot rank families across directions"):
+        analysis.rank_families(comparison)

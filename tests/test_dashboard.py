@@ -793,3 +793,22 @@ def test_cli_dashboard_stops_on_sigint(stored_study, tmp_path: Path) -> None:
     output = log_path.read_text()
     assert returncode == 130, output
     assert "optuna-dashboard stopped." in output
+
+
+def test_cli_dashboard_without_package(monkeypatch, tmp_path: Path, capsys) -> None:
+    from search.cli import main
+
+    # A None entry in sys.modules makes the import raise ModuleNotFoundError, as it
+    # does where optuna-dashboard is not installed.
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
+    database = tmp_path / "new.db"
+
+    status = main(["dashboard", "--storage", f"sqlite:///{database}", "--port", "0"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == (
+        "error: optuna-dashboard is not installed; install it with: "
+        "pip install -e '.[dashboard]'\n"
+    )
+    assert not database.exists()

@@ -208,3 +208,45 @@ def test_plot_to_missing_folder_exits_2(stored_study, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert f"cannot write plot {path}" in err
+
+
+@pytest.mark.parametrize("name", ["plot.jpg", "plot.txt", "plot"])
+@pytest.mark.parametrize("command", ["show", "compare"])
+def test_plot_rejects_suffix(stored_study, tmp_path, capsys, name, command):
+    path = tmp_path / name
+    study = ["--study", FAMILIES_STUDY] if command == "show" else [FAMILIES_STUDY]
+
+    status = main([command, *study, "--storage", stored_study.url, "--plot", str(path)])
+
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert f"unsupported plot file {str(path)!r}" in captured.err
+    assert "end its name in .png, .pdf, .svg" in captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("suffix", "start"), [(".pdf", b"%PDF-"), (".svg", b"<?xml"), (".PNG", b"\x89PNG")]
+)
+def test_show_plot_format_from_suffix(stored_study, tmp_path, capsys, suffix, start):
+    path = tmp_path / f"show{suffix}"
+
+    status = main(
+        [
+            "show",
+            "--study",
+            FAMILIES_STUDY,
+            "--storage",
+            stored_study.url,
+            "--plot",
+            str(path),
+        ]
+    )
+
+    capsys.readouterr()
+    data = path.read_bytes()
+    assert status == 0
+    assert data.startswith(start)
+    if suffix == ".svg":
+        assert b"<svg" in data[:1000]

@@ -511,3 +511,200 @@ def test_format_choices_rejected(stored_study, capsys):
 
     assert status == 2
     assert "invalid choice: 'xml'" in err
+
+
+MISSING_DRIVERS = [
+    # (URL, driver module, extra named in the hint, the other backend's extra)
+    (
+        "postgresql+psycopg://u:topsecret@127.0.0.1:1/x",
+        "psycopg",
+        "postgresql",
+        "mysql",
+    ),
+    ("mysql+pymysql://u:topsecret@127.0.0.1:1/x", "pymysql", "mysql", "postgresql"),
+]
+READ_COMMANDS = [
+    ["list"],
+    ["show", "--study", "steplr"],
+    ["compare", "steplr", "onecycle"],
+    ["export", "--study", "steplr", "--out", "unused.csv"],
+    ["dashboard", "--port", "0"],
+]
+
+
+@pytest.mark.parametrize("argv", READ_COMMANDS, ids=lambda argv: argv[0])
+@pytest.mark.parametrize(
+    ("url", "module", "extra", "other_extra"),
+    MISSING_DRIVERS,
+    ids=["postgresql", "mysql"],
+)
+def test_read_command_without_driver(
+    capsys, monkeypatch, tmp_path, argv, url, module, extra, other_extra
+):
+    # A None entry in sys.modules makes "import psycopg" raise ModuleNotFoundError,
+    # as it does where the package is not installed.
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.chdir(tmp_path)
+
+    status, out, err = run(capsys, *argv, "--storage", url)
+
+    masked = url.replace("topsecret", "***")
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: the driver for {masked!r} is not installed ")
+    assert f"({module})" in err
+    assert f"pip install -e '.[{extra}]'" in err
+    assert f".[{other_extra}]" not in err
+    assert "topsecret" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def add_study(url: str, name: str, trials: list[tuple[str, float]], **options):
+    """Store a study of finished trials, (family, value) each, without training."""
+    direction = options.get("direction", "maximize")
+    study = optuna.create_study(study_name=name, storage=url, direction=direction)
+    study.set_user_attr("metric", options.get("metric", "valid_acc"))
+    families = sorted({family for family, _ in trials})
+    distributions = {
+        "scheduler": optuna.distributions.CategoricalDistribution(families)
+    }
+    for family, value in trials:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"scheduler": family},
+                distributions=distributions,
+                value=value,
+            )
+        )
+
+
+@pytest.fixture
+def two_studies(tmp_path) -> str:
+    """Two maximize valid_acc studies whose families interleave when ranked."""
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    add_study(url, "steplr", [("StepLR", 0.975), ("StepLR", 0.95), ("constant", 0.9)])
+    # onecycle's constant ties steplr's StepLR on 0.975 with the better median.
+    add_study(url, "onecycle", [("OneCycleLR", 0.9806), ("constant", 0.975)])
+    return url
+
+
+# (study, family, best value, median), best first.
+RANKED_ACROSS = [
+    ("onecycle", "OneCycleLR", 0.9806, 0.9806),
+    ("onecycle", "constant", 0.975, 0.975),
+    ("steplr", "StepLR", 0.975, 0.9625),
+    ("steplr", "constant", 0.9, 0.9),
+]
+
+
+def test_compare_ranks_studies_together_text(two_studies, capsys):
+    status, out, _ = run(
+        capsys, "compare", "steplr", "onecycle", "--storage", two_studies
+    )
+
+    lines = out.splitlines()
+    assert status == 0
+    assert lines[0] == (
+        "studies 'steplr', 'onecycle' (maximize valid_acc), ranked together, "
+        "best family first:"
+    )
+    assert lines[1].split()[:3] == ["study", "family", "trials"]
+    rows = [line.split() for line in lines[2:]]
+    assert [(row[0], row[1]) for row in rows] == [
+        (study, family) for study, family, _, _ in RANKED_ACROSS
+    ]
+    assert [row[6] for row in rows] == [
+        f"{best:.4g}" for _, _, best, _ in RANKED_ACROSS
+    ]
+    assert len(lines) == 2 + len(RANKED_ACROSS)
+
+
+def test_compare_ranks_studies_together_csv(two_studies, capsys):
+    status, out, err = run(
+        capsys,
+        "compare",
+        "steplr",
+        "onecycle",
+        "--storage",
+        two_studies,
+        "--format",
+        "csv",
+    )
+
+    rows = parse_csv(out)
+    assert status == 0
+    assert "differ" not in err
+    assert [(row["study"], row["family"]) for row in rows] == [
+        (study, family) for study, family, _, _ in RANKED_ACROSS
+    ]
+    assert [float(row["best_value"]) for row in rows] == [
+        best for _, _, best, _ in RANKED_ACROSS
+    ]
+    assert [float(row["median"]) for row in rows] == pytest.approx(
+        [median for _, _, _, median in RANKED_ACROSS]
+    )
+
+
+def test_compare_ranks_studies_together_json(two_studies, capsys):
+    status, out, _ = run(
+        capsys,
+        "compare",
+        "steplr",
+        "onecycle",
+        "--storage",
+        two_studies,
+        "--format",
+        "json",
+    )
+
+    documents = json.loads(out)
+    assert status == 0
+    assert [(d["study"], d["family"]) for d in documents] == [
+        (study, family) for study, family, _, _ in RANKED_ACROSS
+    ]
+    assert [d["best_value"] for d in documents] == [
+        best for _, _, best, _ in RANKED_ACROSS
+    ]
+    assert [d["median"] for d in documents] == pytest.approx(
+        [median for _, _, _, median in RANKED_ACROSS]
+    )
+    assert [d["best_number"] for d in documents] == [0, 1, 0, 2]
+
+
+def test_compare_different_objectives_text(stored_study, capsys):
+    status, out, _ = run(
+        capsys, "compare", LOSSES_STUDY, FAMILIES_STUDY, "--storage", stored_study.url
+    )
+
+    blocks = out.split("\n\n")
+    assert status == 0
+    assert blocks[0] == (
+        f"studies {LOSSES_STUDY!r} (minimize valid_loss), {FAMILIES_STUDY!r} "
+        "(maximize valid_acc) differ in direction or metric, so each study's "
+        "families are ranked on their own"
+    )
+    assert len(blocks) == 3
+    assert blocks[1].startswith(
+        f"study {LOSSES_STUDY!r} (minimize valid_loss), best family first:\n"
+    )
+    assert blocks[2].startswith(
+        f"study {FAMILIES_STUDY!r} (maximize valid_acc), best family first:\n"
+    )
+
+
+def test_compare_different_objectives_csv_warns(stored_study, capsys):
+    status, out, err = run(
+        capsys,
+        "compare",
+        LOSSES_STUDY,
+        FAMILIES_STUDY,
+        "--storage",
+        stored_study.url,
+        "--format",
+        "csv",
+    )
+
+    assert status == 0
+    assert "differ in direction or metric" in err
+    assert parse_csv(out)[0]["study"] == LOSSES_STUDY
