@@ -410,7 +410,7 @@ def _add_view_commands(commands) -> None:
 def _list(args: argparse.Namespace) -> int:
     from search.views import list_view
 
-    print(list_view(resolve_url(args.storage), args.format))
+    write_stdout(list_view(resolve_url(args.storage), args.format) + "\n")
     return EXIT_OK
 
 
@@ -418,7 +418,9 @@ def _show(args: argparse.Namespace) -> int:
     from search.views import show_view
 
     url = resolve_url(args.storage)
-    print(show_view(url, args.study, args.format, top=args.top, plot=args.plot))
+    write_stdout(
+        show_view(url, args.study, args.format, top=args.top, plot=args.plot) + "\n"
+    )
     if args.plot:
         logger.info("wrote plot %s", args.plot)
     return EXIT_OK
@@ -428,7 +430,7 @@ def _compare(args: argparse.Namespace) -> int:
     from search.views import compare_view
 
     url = resolve_url(args.storage)
-    print(compare_view(url, args.studies, args.format, plot=args.plot))
+    write_stdout(compare_view(url, args.studies, args.format, plot=args.plot) + "\n")
     if args.plot:
         logger.info("wrote plot %s", args.plot)
     return EXIT_OK
