@@ -30,7 +30,6 @@ from search.errors import InputError
 from search.records import batches_table, epochs_table, get_engine
 from search.storage import (
     StorageError,
-    _driver_missing,
     close_storage,
     make_storage,
     mask_url,
@@ -171,34 +170,7 @@ def open_storage(storage_url: str) -> BaseStorage:
                 f"SQLite storage file {database} does not exist; check --storage or "
                 "$SEARCH_STORAGE, or create it with: python -m search run --study NAME"
             )
-    try:
-        return make_storage(storage_url)
-    except ImportError as error:
-        raise driver_missing_error(storage_url, error) from None
-
-
-def driver_missing_error(storage_url: str, error: ImportError) -> StorageError:
-    """Return the :class:`StorageError` for a database driver that is not installed.
-
-    Optuna's RDBStorage (5.1 checked) re-raises the driver's ModuleNotFoundError
-    as a plain ImportError, so the ModuleNotFoundError branch of
-    :func:`search.storage.make_storage` does not see it. The message is the one
-    ``run`` prints, with the package extra of the URL's backend.
-
-    Parameters
-    ----------
-    storage_url : str
-        SQLAlchemy URL of the database, masked in the message.
-    error : ImportError
-        The error raised while opening the storage. Its ``__cause__``, when an
-        ImportError, names the missing module.
-
-    Returns
-    -------
-    StorageError
-    """
-    cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
-    return _driver_missing(storage_url, cause)
+    return make_storage(storage_url)
 
 
 def study_names(storage_url: str) -> list[str]:

@@ -266,12 +266,7 @@ def serve(
     _import_optuna_dashboard()
     owns_storage = storage is None
     if storage is None:
-        try:
-            storage = make_storage(storage_url)
-        except ImportError as error:
-            from search.analysis import driver_missing_error
-
-            raise driver_missing_error(storage_url, error) from None
+        storage = make_storage(storage_url)
     try:
         masked_url = mask_storage_url(storage_url)
         server = create_server(storage, host, port)

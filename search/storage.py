@@ -243,8 +243,11 @@ def make_storage(
             return optuna.storages.RDBStorage(url, **options)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
         raise StorageError(_unreachable(url, error)) from None
-    except ModuleNotFoundError as error:
-        raise _driver_missing(url, error) from None
+    except ImportError as error:
+        # Optuna's RDBStorage (5.1 checked) re-raises the driver's
+        # ModuleNotFoundError as a plain ImportError; the cause names the module.
+        cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+        raise _driver_missing(url, cause) from None
 
 
 def close_storage(storage) -> None:
@@ -253,7 +256,7 @@ def close_storage(storage) -> None:
     storage.engine.dispose()
 
 
-def _driver_missing(url: str, error: ModuleNotFoundError) -> StorageError:
+def _driver_missing(url: str, error: ImportError) -> StorageError:
     backend = make_url(url).get_backend_name()
     extra = {"postgresql": "postgresql", "mysql": "mysql"}.get(backend)
     hint = (
