@@ -595,10 +595,10 @@ def compare_families(trials: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per study and family, the studies in the order of ``trials``
-        and in each study the best family first (by ``best_value`` in the
-        study's direction, then by ``median``; families without a completed
-        trial last). Columns:
+        One row per study and family, the studies in the order of ``trials``.
+        In each study the best family comes first, by ``best_value`` in the
+        study's direction, then by ``median``. Families without a completed
+        trial come last. Columns:
 
         - ``study``, ``family``, ``direction``;
         - ``trials``, ``complete``, ``pruned``, ``failed``: trial counts by state;

@@ -1,7 +1,7 @@
 """Serve optuna-dashboard on the storage of a search.
 
 The server is wsgiref's, made multi-threaded as the ``optuna-dashboard`` command
-of optuna-dashboard 0.21 does. The docs of ``optuna_dashboard.run_server`` say that
+of optuna-dashboard 0.21 does. The docs of ``optuna_dashboard.run_server`` state that
 wsgiref is not intended for production use, where ``optuna_dashboard.wsgi()`` under
 Gunicorn or uWSGI fits better. The dashboard has no authentication, and its HTTP API
 can rename and delete studies.

@@ -75,7 +75,7 @@ class Objective:
     spec : StudySpec
         The validated study file.
     storage_url : str
-        The database that holds the study; epoch rows go to its
+        The database that contains the study; epoch rows go to its
         ``search_epochs`` table.
     fast : bool (default=True)
         Train a lean net fed by slicing whole tensors (see

@@ -200,10 +200,3 @@ def read_rows(
     with engine.connect() as connection:
         result = connection.execute(_select(table, study_names, trial_numbers))
         return [dict(row._mapping) for row in result]
-
-
-def delete_study_rows(url: str, study_name: str) -> None:
-    """Delete the per-epoch and per-batch rows of a study."""
-    with get_engine(url).begin() as connection:
-        for table in (epochs_table, batches_table):
-            connection.execute(table.delete().where(table.c.study_name == study_name))

@@ -1,10 +1,8 @@
-"""Create or resume a study and optimize it until it holds its target trials."""
+"""Create or resume a study and optimize it until it contains its target trials."""
 
 from __future__ import annotations
 
 import atexit
-import inspect
-import json
 import logging
 import warnings
 import weakref
@@ -23,7 +21,7 @@ from search.interrupts import (
     signal_name,
 )
 from search.records import create_tables, dispose_engines
-from search.spec import SpecError, StudySpec
+from search.spec import StudySpec, component_class, component_kwargs
 from search.storage import close_storage, make_storage, mask_url, setup_lock
 
 logger = logging.getLogger(__name__)
@@ -42,60 +40,19 @@ _rdb_storages: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """Return the study's sampler, seeded with the study seed."""
-    classes = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "qmc": optuna.samplers.QMCSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "gp": optuna.samplers.GPSampler,
-    }
-    return _construct(
-        classes[spec.sampler.name],
-        "sampler",
-        spec,
-        {"seed": spec.seed, **spec.sampler.options},
-    )
+    return _build_component("sampler", spec.sampler.name, spec)
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     """Return the study's pruner; Hyperband's resources are epochs."""
-    name = spec.pruner.name
-    options = dict(spec.pruner.options)
-    if name == "none":
-        return _construct(optuna.pruners.NopPruner, "pruner", spec, options)
-    if name == "hyperband":
-        options.setdefault("min_resource", 1)
-        options.setdefault("max_resource", spec.training.max_epochs)
-    classes = {
-        "median": optuna.pruners.MedianPruner,
-        "percentile": optuna.pruners.PercentilePruner,
-        "hyperband": optuna.pruners.HyperbandPruner,
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    }
-    return _construct(classes[name], "pruner", spec, options)
+    return _build_component("pruner", spec.pruner.name, spec)
 
 
-def _construct(cls, table: str, spec: StudySpec, options: dict):
-    parameters = inspect.signature(cls).parameters
-    source = spec.path or spec.name
-    unknown = [key for key in options if key not in parameters]
-    if unknown:
-        valid = ", ".join(p for p in parameters if p != "seed")
-        raise SpecError(
-            [
-                f"{source}: {table}.{unknown[0]}: unknown option of {cls.__name__} "
-                f"(got {unknown[0]!r}); valid options: {valid}"
-            ]
-        )
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as error:
-        raise SpecError(
-            [
-                f"{source}: {table}: {cls.__name__} rejected the options "
-                f"{json.dumps(options, default=str)} ({error}); fix them"
-            ]
-        ) from None
+def _build_component(key: str, name: str, spec: StudySpec):
+    # The options were checked against the class when the study file loaded.
+    options = spec.sampler.options if key == "sampler" else spec.pruner.options
+    kwargs = component_kwargs(key, name, options, spec.training.max_epochs, spec.seed)
+    return component_class(key, name)(**kwargs)
 
 
 def open_study(
@@ -197,7 +154,7 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What a ``run`` asks for beyond the study file.
+    """Options of a ``run`` beyond the study file.
 
     ``n_trials`` is the target of finished (COMPLETE or PRUNED) trials, the
     study file's ``n_trials`` by default. ``timeout`` stops starting new

@@ -39,7 +39,7 @@ class Argument:
 
 @dataclass(frozen=True)
 class Budget:
-    """What a trial trains for, from which derived scheduler arguments follow."""
+    """The training budget of a trial, from which derived scheduler arguments follow."""
 
     max_epochs: int
     n_train_batches: int
@@ -455,7 +455,7 @@ def family_names() -> list[str]:
 def derive_kwargs(family: str, values: Mapping[str, Any], budget: Budget) -> dict:
     """Return the keyword arguments for the torch scheduler of ``family``.
 
-    ``values`` holds the sampled and fixed arguments of the trial; the rest
+    ``values`` contains the sampled and fixed arguments of the trial. The rest
     comes from ``budget`` (``total_steps``, ``T_max``, the base rate, ...).
     """
     return FAMILIES[family].derive(dict(values), budget)
@@ -467,7 +467,7 @@ def budget_problems(
     """Return why the searched arguments of ``family`` cannot fit ``budget``.
 
     Epoch counts are checked against ``max_epochs`` when the study file is
-    loaded; the checks here need the number of training batches, which is
+    loaded. The checks here need the number of training batches, which is
     known only once the data is split. ``params`` maps argument names to
     :data:`search.params.Param` values.
     """

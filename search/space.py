@@ -18,7 +18,7 @@ from search.spec import StudySpec
 
 @dataclass(frozen=True)
 class SampledConfig:
-    """What one trial trains with: the family, base rate and argument values."""
+    """The configuration of one trial: the family, base rate and argument values."""
 
     family: str
     lr: float

@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")
 # Study-file names of the classes in optuna.samplers and optuna.pruners.
-# runner.build_sampler and runner.build_pruner build the same classes.
 SAMPLER_CLASSES = {
     "tpe": "TPESampler",
     "random": "RandomSampler",
@@ -452,10 +451,7 @@ def _check_component(
     Building it here catches the values Optuna rejects (a negative
     n_warmup_steps, ...) when the file is validated, not only at run time.
     """
-    import optuna
-
-    module = optuna.samplers if key == "sampler" else optuna.pruners
-    cls = getattr(module, class_name)
+    cls = component_class(key, name)
     parameters = inspect.signature(cls).parameters
     settable = [p for p in parameters if _settable_option(key, parameters[p])]
     before = len(problems.items)
@@ -514,13 +510,7 @@ def _check_component(
                 "lower it below training.max_epochs",
             )
             return
-    kwargs = dict(options)
-    if key == "sampler":
-        kwargs["seed"] = seed
-    if name == "hyperband":
-        # The same defaults as runner.build_pruner: the resources are epochs.
-        kwargs.setdefault("min_resource", 1)
-        kwargs.setdefault("max_resource", training.max_epochs)
+    kwargs = component_kwargs(key, name, options, training.max_epochs, seed)
     try:
         with warnings.catch_warnings():
             # The run builds it again and shows Optuna's warnings (experimental
@@ -545,6 +535,32 @@ def _check_component(
                 options,
                 "fix the options",
             )
+
+
+def component_class(key: str, name: str) -> type:
+    """Return the Optuna class of a study file's sampler or pruner name."""
+    import optuna
+
+    if key == "sampler":
+        return getattr(optuna.samplers, SAMPLER_CLASSES[name])
+    return getattr(optuna.pruners, PRUNER_CLASSES[name])
+
+
+def component_kwargs(
+    key: str, name: str, options: Mapping[str, Any], max_epochs: int, seed: int
+) -> dict[str, Any]:
+    """Return the keyword arguments of a sampler or pruner.
+
+    They are the study file's options, plus the study seed for a sampler and
+    epochs as Hyperband's resources.
+    """
+    kwargs = dict(options)
+    if key == "sampler":
+        kwargs["seed"] = seed
+    if name == "hyperband":
+        kwargs.setdefault("min_resource", 1)
+        kwargs.setdefault("max_resource", max_epochs)
+    return kwargs
 
 
 def _settable_option(key: str, parameter: inspect.Parameter) -> bool:
@@ -1041,17 +1057,6 @@ def _check_family(
                 max(_numbers(eta_min)),
                 "keep eta_min below lr.low",
             )
-
-
-def is_searched(param: Param) -> bool:
-    """Return whether ``param`` is sampled per trial."""
-    return isinstance(param, Range | Choices)
-
-
-def lr_bounds(spec: StudySpec) -> tuple[float, float]:
-    """Return the lowest and highest base learning rate a trial may use."""
-    values = _numbers(spec.lr)
-    return min(values), max(values)
 
 
 def spec_to_dict(spec: StudySpec) -> dict:

@@ -276,11 +276,11 @@ def setup_lock(url: str, timeout: float = SETUP_LOCK_TIMEOUT_S) -> Iterator[None
     Workers started at the same moment on an empty database would otherwise
     race in Optuna's table creation and Alembic stamp, which fail with
     duplicate-table or duplicate-key errors on PostgreSQL and MySQL. The lock
-    is a session-level advisory lock on PostgreSQL (``pg_try_advisory_lock``),
-    a named lock on MySQL/MariaDB (``GET_LOCK``, named after the database) and
-    an ``flock`` on the file ``DATABASE-setup.lock`` next to a SQLite file, so
-    it is released when the holder's connection or process ends, even on
-    SIGKILL. The SQLite lock file stays in place afterwards.
+    is a session-level advisory lock on PostgreSQL (``pg_try_advisory_lock``)
+    and a named lock on MySQL/MariaDB (``GET_LOCK``, named after the database).
+    SQLite gets an ``flock`` on the file ``DATABASE-setup.lock`` next to the
+    database. Each lock is released when the holder's connection or process
+    ends, even on SIGKILL. The SQLite lock file stays in place afterwards.
 
     Raises
     ------
@@ -354,7 +354,7 @@ def _release_server_lock(connection, backend: str, database: str | None) -> None
 
 @contextlib.contextmanager
 def _sqlite_setup_lock(url: str, database: str, timeout: float) -> Iterator[None]:
-    # The lock is on a separate file, never on the database itself: closing any
+    # The lock is on a separate file, never on the database itself. Closing any
     # descriptor of a file drops all of the process's fcntl locks on it, so
     # SQLite's own locks would vanish and the WAL could be deleted under the
     # other workers.

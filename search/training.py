@@ -185,7 +185,7 @@ class StopRequested(Exception):
 
 @dataclass(frozen=True)
 class EpochSummary:
-    """What :class:`EpochRecorder` hands to its sink after every epoch."""
+    """The summary of one epoch that :class:`EpochRecorder` passes to its sink."""
 
     epoch: int
     lr: float | None

@@ -27,9 +27,9 @@ MYSQL_ADMIN = os.environ.get(
 
 
 def _server_missing(name: str, url: str, error: Exception) -> None:
-    shown = sqlalchemy.engine.make_url(url).render_as_string()
+    server_url = sqlalchemy.engine.make_url(url).render_as_string()
     message = (
-        f"{name} server not reachable at {shown}"
+        f"{name} server not reachable at {server_url}"
         f" ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
     )
     if os.environ.get("CI"):
